@@ -1,0 +1,443 @@
+//! Record synthesis: which names exist under the served zones and which records each has.
+//!
+//! The rules follow the CoreDNS `kubernetes` plugin (parse.go, kubernetes.go, reverse.go and
+//! plugin/backend_lookup.go), with the differences listed in docs/compat.md. The input is a
+//! question (name and type), the output the sections of the answer; wire format lives in
+//! `message.rs`.
+
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
+use core::net::IpAddr;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::config::{PodMode, Settings, Zone};
+use crate::names::{parse_dashed_ip, parse_reverse, strip_underscore};
+use crate::store::{EndpointEntry, IpOwner, PortSpec, ServiceEntry, ServiceKind, Store};
+
+/// TTL of the `dns-version` TXT record (fixed by the specification).
+const DNS_VERSION_TTL: u32 = 28800;
+/// Schema version of the Kubernetes DNS specification implemented.
+const DNS_SCHEMA_VERSION: &str = "1.1.0";
+/// How many in-zone CNAMEs (ExternalName → service) are followed in one answer.
+const MAX_CNAME_CHAIN: usize = 8;
+const SOA_REFRESH: i32 = 7200;
+const SOA_RETRY: i32 = 1800;
+const SOA_EXPIRE: i32 = 86400;
+
+/// The sections of an answer, before encoding.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    pub authoritative: bool,
+    pub answers: Vec<Record>,
+    pub authority: Vec<Record>,
+    pub additionals: Vec<Record>,
+}
+
+/// Whether the asked name exists (NOERROR) or not (NXDOMAIN), independent of its type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presence {
+    Exists,
+    Missing,
+}
+use Presence::{Exists, Missing};
+
+/// The query's port and protocol labels (`_http._tcp`); empty means any.
+type PortQuery<'q> = Option<(&'q [u8], &'q [u8])>;
+
+pub struct Lookup<'a> {
+    pub settings: &'a Settings,
+    pub store: &'a Store,
+}
+
+impl Lookup<'_> {
+    /// The zone a name falls in (longest match) and whether it is a reverse zone.
+    pub fn zone_of(&self, name: &Name) -> Option<(&Zone, bool)> {
+        let forward = self.settings.zones.iter().map(|z| (z, false));
+        let reverse = self.settings.reverse_zones.iter().map(|z| (z, true));
+        forward.chain(reverse).filter(|(z, _)| z.name.zone_of(name)).max_by_key(|(z, _)| z.labels)
+    }
+
+    /// Answers `qname`/`qtype`. Names outside every served zone are REFUSED.
+    pub fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
+        let Some((zone, reverse)) = self.zone_of(qname) else {
+            return Answer { rcode: ResponseCode::Refused, ..Answer::default() };
+        };
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            // Zone transfers are the host's business (it checks who may ask); the core refuses.
+            return Answer { rcode: ResponseCode::Refused, ..Answer::default() };
+        }
+        let mut ans = Answer { authoritative: true, ..Answer::default() };
+        let presence = self.records(qname, zone, reverse, qtype, &mut ans, 0);
+        if ans.answers.is_empty() {
+            ans.authority.push(self.soa(zone));
+            if presence == Missing {
+                ans.rcode = ResponseCode::NXDomain;
+            }
+        }
+        ans
+    }
+
+    fn records(&self, qname: &Name, zone: &Zone, reverse: bool, qtype: RecordType, ans: &mut Answer, depth: usize) -> Presence {
+        let lower = qname.to_lowercase();
+        let labels: Vec<&[u8]> = lower.iter().collect();
+        let rel = &labels[..labels.len() - zone.labels];
+        if rel.is_empty() {
+            self.apex(zone, qtype, ans);
+            return Exists;
+        }
+        if reverse {
+            return self.reverse(&labels, qname, qtype, ans);
+        }
+        match rel {
+            [b"dns-version"] => {
+                if qtype == RecordType::TXT {
+                    let txt = TXT::new(alloc::vec![DNS_SCHEMA_VERSION.into()]);
+                    ans.answers.push(Record::from_rdata(qname.clone(), DNS_VERSION_TTL, RData::TXT(txt)));
+                }
+                Exists
+            }
+            [b"dns"] => Exists,
+            [b"ns", b"dns"] => {
+                if let Some(svc) = self.ns_service() {
+                    self.push_addresses(qname, qtype, svc.cluster_ips.iter().copied(), &mut ans.answers);
+                }
+                Exists
+            }
+            [segs @ .., b"svc"] => self.services(segs, qname, zone, qtype, ans, depth),
+            [segs @ .., b"pod"] => self.pods(segs, qname, qtype, ans),
+            _ => Missing,
+        }
+    }
+
+    // ----- zone apex -------------------------------------------------------------------------
+
+    fn apex(&self, zone: &Zone, qtype: RecordType, ans: &mut Answer) {
+        match qtype {
+            RecordType::SOA => ans.answers.push(self.soa(zone)),
+            RecordType::NS => {
+                let (target, glue) = self.ns_target();
+                ans.answers.push(Record::from_rdata(zone.name.clone(), self.ttl(), RData::NS(NS(target.clone()))));
+                if let Some(svc) = glue {
+                    self.push_addresses(&target, RecordType::A, svc.cluster_ips.iter().copied(), &mut ans.additionals);
+                    self.push_addresses(&target, RecordType::AAAA, svc.cluster_ips.iter().copied(), &mut ans.additionals);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn soa(&self, zone: &Zone) -> Record {
+        let mname = prepend(&zone.name, &[b"ns", b"dns"]);
+        let rname = prepend(&zone.name, &[b"hostmaster"]);
+        let ttl = self.ttl();
+        let soa = SOA::new(mname, rname, self.store.serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, ttl);
+        Record::from_rdata(zone.name.clone(), ttl, RData::SOA(soa))
+    }
+
+    fn ns_service(&self) -> Option<&ServiceEntry> {
+        let (ns, name) = &self.settings.ns_service;
+        self.store.service(ns.as_bytes(), name.as_bytes())
+    }
+
+    /// The NS target (the `--ns-service` Service's name) and the service for its glue; when
+    /// that Service is absent, `ns.dns.<zone>` without glue.
+    fn ns_target(&self) -> (Name, Option<&ServiceEntry>) {
+        let primary = &self.settings.primary_zone().name;
+        match self.ns_service() {
+            Some(svc) => (service_name(svc, primary), Some(svc)),
+            None => (prepend(primary, &[b"ns", b"dns"]), None),
+        }
+    }
+
+    // ----- <service>.<namespace>.svc.<zone> ---------------------------------------------------
+
+    fn services(&self, segs: &[&[u8]], qname: &Name, zone: &Zone, qtype: RecordType, ans: &mut Answer, depth: usize) -> Presence {
+        let n = segs.len();
+        if n == 0 {
+            return Exists;
+        }
+        let ns = segs[n - 1];
+        if !self.settings.namespace_exposed(ns) {
+            return Missing;
+        }
+        if n == 1 {
+            return if self.store.namespace_exists(ns) { Exists } else { Missing };
+        }
+        let (endpoint, port): (Option<&[u8]>, PortQuery) = match n {
+            2 => (None, None),
+            3 => (Some(segs[0]), None),
+            4 => (None, Some((strip_underscore(segs[0]), strip_underscore(segs[1])))),
+            _ => return Missing,
+        };
+        let Some(svc) = self.store.service(ns, segs[n - 2]) else { return Missing };
+        match svc.kind {
+            ServiceKind::ExternalName => self.external_name(svc, endpoint.is_some() || port.is_some(), qname, qtype, ans, depth),
+            ServiceKind::ClusterIp if self.settings.ignore_empty_service && svc.endpoints.is_empty() => Missing,
+            ServiceKind::Headless => self.endpoints(svc, endpoint, port, qname, zone, qtype, ans),
+            ServiceKind::ClusterIp if endpoint.is_some() => self.endpoints(svc, endpoint, port, qname, zone, qtype, ans),
+            ServiceKind::ClusterIp => self.cluster_ip(svc, port, qname, zone, qtype, ans),
+        }
+    }
+
+    fn external_name(&self, svc: &ServiceEntry, below: bool, qname: &Name, qtype: RecordType, ans: &mut Answer, depth: usize) -> Presence {
+        // Names below an ExternalName service (endpoints, ports) do not exist.
+        if below {
+            return Missing;
+        }
+        let Some(target) = svc.external_name.as_deref() else { return Missing };
+        // An IP in externalName is not a CNAME target; CoreDNS ignores such services.
+        if target.parse::<IpAddr>().is_ok() {
+            return Missing;
+        }
+        let Ok(mut target) = Name::from_ascii(target) else { return Missing };
+        target.set_fqdn(true);
+        if !matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::CNAME) {
+            return Exists;
+        }
+        ans.answers.push(Record::from_rdata(qname.clone(), self.ttl(), RData::CNAME(CNAME(target.clone()))));
+        // Follow a target inside our forward zones so the client gets the addresses at once.
+        if qtype != RecordType::CNAME && depth < MAX_CNAME_CHAIN {
+            if let Some((zone, false)) = self.zone_of(&target) {
+                let mut chased = Answer::default();
+                self.records(&target, zone, false, qtype, &mut chased, depth + 1);
+                ans.answers.append(&mut chased.answers);
+            }
+        }
+        Exists
+    }
+
+    fn cluster_ip(&self, svc: &ServiceEntry, port: PortQuery, qname: &Name, zone: &Zone, qtype: RecordType, ans: &mut Answer) -> Presence {
+        let ports: Vec<&PortSpec> = svc.ports.iter().filter(|p| port_matches(port, p)).collect();
+        if ports.is_empty() {
+            return Missing;
+        }
+        match qtype {
+            RecordType::A | RecordType::AAAA => {
+                self.push_addresses(qname, qtype, svc.cluster_ips.iter().copied(), &mut ans.answers);
+            }
+            RecordType::SRV => {
+                let weight = srv_weight(ports.len() * svc.cluster_ips.len());
+                let target = service_name(svc, &zone.name);
+                if !svc.cluster_ips.is_empty() {
+                    for p in ports.iter().filter_map(|p| p.port) {
+                        ans.answers.push(srv(qname, self.ttl(), weight, p, target.clone()));
+                    }
+                    for ip in &svc.cluster_ips {
+                        ans.additionals.push(address_record(&target, self.ttl(), *ip));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Exists
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn endpoints(&self, svc: &ServiceEntry, endpoint: Option<&[u8]>, port: PortQuery, qname: &Name, zone: &Zone, qtype: RecordType, ans: &mut Answer) -> Presence {
+        if self.settings.no_endpoints {
+            return Missing;
+        }
+        let pod_names = self.store.pod_names();
+        let candidates: Vec<&EndpointEntry> = match endpoint {
+            Some(label) => svc.endpoints_named(label, pod_names).collect(),
+            None => svc.endpoints.iter().collect(),
+        };
+        // (endpoint, port) pairs, as CoreDNS counts them for existence and SRV weights.
+        let mut pairs: Vec<(&EndpointEntry, &PortSpec)> = Vec::new();
+        for ep in candidates {
+            for p in &svc.port_groups[ep.group as usize] {
+                if port_matches(port, p) {
+                    pairs.push((ep, p));
+                }
+            }
+        }
+        if pairs.is_empty() {
+            return Missing;
+        }
+        match qtype {
+            RecordType::A | RecordType::AAAA => {
+                let mut seen = BTreeSet::new();
+                let ips = pairs.iter().map(|(ep, _)| ep.ip).filter(|ip| seen.insert(*ip));
+                self.push_addresses(qname, qtype, ips, &mut ans.answers);
+            }
+            RecordType::SRV => {
+                let weight = srv_weight(pairs.len());
+                let svc_name = service_name(svc, &zone.name);
+                let mut seen_srv: BTreeSet<(&[u8], u16)> = BTreeSet::new();
+                let mut seen_addr: BTreeSet<(&[u8], IpAddr)> = BTreeSet::new();
+                let labels: Vec<_> = pairs.iter().map(|(ep, _)| ep.label(pod_names)).collect();
+                for ((ep, p), label) in pairs.iter().zip(&labels) {
+                    let Some(port) = p.port else { continue };
+                    let Ok(target) = svc_name.prepend_label(label.as_bytes()) else { continue };
+                    if seen_srv.insert((label.as_bytes(), port)) {
+                        ans.answers.push(srv(qname, self.ttl(), weight, port, target.clone()));
+                    }
+                    if seen_addr.insert((label.as_bytes(), ep.ip)) {
+                        ans.additionals.push(address_record(&target, self.ttl(), ep.ip));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Exists
+    }
+
+    // ----- <dashed-ip>.<namespace>.pod.<zone> -------------------------------------------------
+
+    fn pods(&self, segs: &[&[u8]], qname: &Name, qtype: RecordType, ans: &mut Answer) -> Presence {
+        let n = segs.len();
+        if n == 0 {
+            return Exists;
+        }
+        if self.settings.pod_mode == PodMode::Disabled || n > 2 {
+            return Missing;
+        }
+        let ns = segs[n - 1];
+        if !self.settings.namespace_exposed(ns) || !self.store.namespace_exists(ns) {
+            return Missing;
+        }
+        if n == 1 {
+            return Exists;
+        }
+        let Some(ip) = parse_dashed_ip(segs[0]) else { return Missing };
+        if self.settings.pod_mode == PodMode::Verified && !self.store.pod_exists(ip, ns) {
+            return Missing;
+        }
+        self.push_addresses(qname, qtype, core::iter::once(ip), &mut ans.answers);
+        Exists
+    }
+
+    // ----- reverse zones ----------------------------------------------------------------------
+
+    fn reverse(&self, labels: &[&[u8]], qname: &Name, qtype: RecordType, ans: &mut Answer) -> Presence {
+        let Some(ip) = parse_reverse(labels) else { return Missing };
+        let primary = &self.settings.primary_zone().name;
+        let exposed = |svc: &&ServiceEntry| self.settings.namespace_exposed(svc.namespace.as_bytes());
+        let owners = self.store.ip_owners(&ip);
+        let mut targets: Vec<Name> = Vec::new();
+        // A cluster IP names its service alone; otherwise every endpoint with the IP is named.
+        let cluster = owners.iter().find_map(|o| match o {
+            IpOwner::ClusterIp { service } => self.store.service_by_id(*service).filter(exposed),
+            IpOwner::Endpoint { .. } => None,
+        });
+        if let Some(svc) = cluster {
+            targets.push(service_name(svc, primary));
+        } else if !self.settings.no_endpoints {
+            for owner in owners {
+                let IpOwner::Endpoint { service, endpoint } = owner else { continue };
+                let Some(svc) = self.store.service_by_id(*service).filter(exposed) else { continue };
+                let ep = &svc.endpoints[*endpoint as usize];
+                let Ok(target) = service_name(svc, primary).prepend_label(ep.label(self.store.pod_names()).as_bytes()) else { continue };
+                if !targets.contains(&target) {
+                    targets.push(target);
+                }
+            }
+        }
+        if targets.is_empty() {
+            return Missing;
+        }
+        if qtype == RecordType::PTR {
+            for t in targets {
+                ans.answers.push(Record::from_rdata(qname.clone(), self.ttl(), RData::PTR(PTR(t))));
+            }
+        }
+        Exists
+    }
+
+    // ----- helpers ------------------------------------------------------------------------------
+
+    fn ttl(&self) -> u32 {
+        self.settings.ttl
+    }
+
+    /// Pushes an A or AAAA record (as `qtype` asks) for each address of the matching family.
+    fn push_addresses(&self, owner: &Name, qtype: RecordType, ips: impl Iterator<Item = IpAddr>, out: &mut Vec<Record>) {
+        for ip in ips {
+            let wanted = matches!((qtype, ip), (RecordType::A, IpAddr::V4(_)) | (RecordType::AAAA, IpAddr::V6(_)));
+            if wanted {
+                out.push(address_record(owner, self.ttl(), ip));
+            }
+        }
+    }
+}
+
+/// CoreDNS's `match(port, name) && match(protocol, proto)`: an empty query label matches any;
+/// the portless sentinel matches only a query without port and protocol.
+fn port_matches(query: PortQuery, p: &PortSpec) -> bool {
+    let Some((name, proto)) = query else { return true };
+    let name_ok = name.is_empty() || name.eq_ignore_ascii_case(p.name.as_bytes());
+    let proto_ok = proto.is_empty() || (p.port.is_some() && proto.eq_ignore_ascii_case(p.protocol.as_str().as_bytes()));
+    name_ok && proto_ok
+}
+
+/// CoreDNS's SRV weight: every record gets `floor(100 / n)` of n, at least 1 (computed in
+/// floating point exactly as CoreDNS does, so the figures agree).
+fn srv_weight(n: usize) -> u16 {
+    if n == 0 {
+        return 100;
+    }
+    let w = (100.0f64 / (100.0 * n as f64)) * 100.0;
+    (w as u16).max(1)
+}
+
+fn srv(owner: &Name, ttl: u32, weight: u16, port: u16, target: Name) -> Record {
+    Record::from_rdata(owner.clone(), ttl, RData::SRV(SRV::new(0, weight, port, target)))
+}
+
+fn address_record(owner: &Name, ttl: u32, ip: IpAddr) -> Record {
+    let rdata = match ip {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    };
+    Record::from_rdata(owner.clone(), ttl, rdata)
+}
+
+/// `<service>.<namespace>.svc.<zone>`.
+fn service_name(svc: &ServiceEntry, zone: &Name) -> Name {
+    prepend(zone, &[svc.name.as_bytes(), svc.namespace.as_bytes(), b"svc"])
+}
+
+/// `labels` (leftmost first) in front of `zone`; inputs are validated labels, so failure
+/// (a name over 255 bytes) falls back to the zone itself rather than panicking.
+fn prepend(zone: &Name, labels: &[&[u8]]) -> Name {
+    let mut name = zone.clone();
+    for label in labels.iter().rev() {
+        match name.prepend_label(*label) {
+            Ok(n) => name = n,
+            Err(_) => return zone.clone(),
+        }
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_match_coredns() {
+        assert_eq!(srv_weight(1), 100);
+        assert_eq!(srv_weight(2), 50);
+        assert_eq!(srv_weight(3), 33);
+        assert_eq!(srv_weight(4), 25);
+        assert_eq!(srv_weight(7), 14);
+        assert_eq!(srv_weight(200), 1);
+        assert_eq!(srv_weight(100_000), 1);
+    }
+
+    #[test]
+    fn port_matching() {
+        let http = PortSpec { name: "http".into(), protocol: crate::store::Protocol::Tcp, port: Some(80) };
+        let sentinel = PortSpec { name: "".into(), protocol: crate::store::Protocol::Tcp, port: None };
+        assert!(port_matches(None, &http));
+        assert!(port_matches(Some((b"HTTP", b"tcp")), &http));
+        assert!(!port_matches(Some((b"http", b"udp")), &http));
+        assert!(port_matches(None, &sentinel));
+        assert!(!port_matches(Some((b"http", b"tcp")), &sentinel));
+        assert!(!port_matches(Some((b"", b"tcp")), &sentinel));
+    }
+}

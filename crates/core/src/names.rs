@@ -1,0 +1,172 @@
+//! Name helpers: dashed-IP labels (`10-244-1-7`, `fd00-10-244--1`), reverse names, labels.
+
+use core::fmt::Write;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The label that names an endpoint: its hostname or pod name, or its IP with dashes.
+/// Dashed labels are formatted on a stack buffer so comparisons allocate nothing.
+pub enum EndpointLabel<'a> {
+    Text(&'a str),
+    Dashed { buf: [u8; 48], len: u8 },
+}
+
+impl EndpointLabel<'_> {
+    /// The dashed form of an IP (CoreDNS `endpointHostname`): dots or colons become dashes, and
+    /// an IPv6 label that would start or end with a dash gets a `0` there.
+    pub fn dashed(ip: IpAddr) -> Self {
+        let mut w = StackWriter { buf: [0; 48], len: 0 };
+        let _ = write!(w, "{ip}");
+        let (mut buf, len) = (w.buf, w.len);
+        for b in &mut buf[..len] {
+            if *b == b'.' || *b == b':' {
+                *b = b'-';
+            }
+        }
+        let mut out = [0u8; 48];
+        let mut n = 0;
+        if buf[0] == b'-' {
+            out[0] = b'0';
+            n = 1;
+        }
+        out[n..n + len].copy_from_slice(&buf[..len]);
+        n += len;
+        if out[n - 1] == b'-' {
+            out[n] = b'0';
+            n += 1;
+        }
+        EndpointLabel::Dashed { buf: out, len: n as u8 }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            EndpointLabel::Text(s) => s.as_bytes(),
+            EndpointLabel::Dashed { buf, len } => &buf[..*len as usize],
+        }
+    }
+}
+
+struct StackWriter {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Write for StackWriter {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        // Leave room for the `0` padding of dashed IPv6 labels (at most 39 + 2 bytes).
+        if end > self.buf.len() - 2 {
+            return Err(core::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Parses a dashed pod label the way CoreDNS does: three dashes and no `--` is IPv4,
+/// anything else is tried as IPv6.
+pub fn parse_dashed_ip(label: &[u8]) -> Option<IpAddr> {
+    if label.is_empty() || label.len() > 45 {
+        return None;
+    }
+    let dashes = label.iter().filter(|b| **b == b'-').count();
+    let v4 = dashes == 3 && !label.windows(2).any(|w| w == b"--");
+    let mut buf = [0u8; 45];
+    for (o, b) in buf.iter_mut().zip(label) {
+        *o = if *b == b'-' { if v4 { b'.' } else { b':' } } else { *b };
+    }
+    let text = core::str::from_utf8(&buf[..label.len()]).ok()?;
+    if v4 {
+        text.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+    } else {
+        text.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    }
+}
+
+/// The address named by a full reverse name (labels lowercase, leftmost first, without the
+/// root): four decimal octets under `in-addr.arpa`, or 32 nibbles under `ip6.arpa`.
+/// Partial names (a network, not a host) give `None`.
+pub fn parse_reverse(labels: &[&[u8]]) -> Option<IpAddr> {
+    let n = labels.len();
+    if n == 6 && labels[4] == b"in-addr" && labels[5] == b"arpa" {
+        let mut octets = [0u8; 4];
+        for (i, label) in labels[..4].iter().enumerate() {
+            octets[3 - i] = parse_octet(label)?;
+        }
+        return Some(IpAddr::V4(Ipv4Addr::from(octets)));
+    }
+    if n == 34 && labels[32] == b"ip6" && labels[33] == b"arpa" {
+        let mut bytes = [0u8; 16];
+        for (i, label) in labels[..32].iter().enumerate() {
+            let [c] = label else { return None };
+            let nibble = (*c as char).to_digit(16)? as u8;
+            let pos = 31 - i;
+            bytes[pos / 2] |= if pos % 2 == 0 { nibble << 4 } else { nibble };
+        }
+        return Some(IpAddr::V6(Ipv6Addr::from(bytes)));
+    }
+    None
+}
+
+fn parse_octet(label: &[u8]) -> Option<u8> {
+    if label.is_empty() || label.len() > 3 || (label.len() > 1 && label[0] == b'0') {
+        return None;
+    }
+    core::str::from_utf8(label).ok()?.parse().ok()
+}
+
+/// Whether `s` can stand as one DNS label.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63
+}
+
+/// Strips one leading underscore (CoreDNS accepts `_http` and `http` alike for port names).
+pub fn strip_underscore(label: &[u8]) -> &[u8] {
+    label.strip_prefix(b"_").unwrap_or(label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
+
+    fn dashed(ip: &str) -> alloc::string::String {
+        let l = EndpointLabel::dashed(ip.parse().unwrap());
+        alloc::string::String::from_utf8(l.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn dashed_labels() {
+        assert_eq!(dashed("10.244.1.7"), "10-244-1-7");
+        assert_eq!(dashed("fd00:10:244:6::1"), "fd00-10-244-6--1");
+        assert_eq!(dashed("::1"), "0--1");
+        assert_eq!(dashed("fd00::"), "fd00--0");
+        assert_eq!(dashed("1111:2222:3333:4444:5555:6666:7777:8888"), "1111-2222-3333-4444-5555-6666-7777-8888");
+    }
+
+    #[test]
+    fn dashed_round_trip() {
+        for ip in ["10.244.1.7", "fd00:10:244:6::1", "::1", "fd00::", "0.0.0.0"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(parse_dashed_ip(dashed(&ip.to_string()).as_bytes()), Some(ip));
+        }
+        assert_eq!(parse_dashed_ip(b"foo"), None);
+        assert_eq!(parse_dashed_ip(b"10-244-1"), None);
+        assert_eq!(parse_dashed_ip(b"10-244-1-256"), None);
+        assert_eq!(parse_dashed_ip(b""), None);
+    }
+
+    #[test]
+    fn reverse_names() {
+        let v4: Vec<&[u8]> = alloc::vec![b"7", b"1", b"244", b"10", b"in-addr", b"arpa"];
+        assert_eq!(parse_reverse(&v4), Some("10.244.1.7".parse().unwrap()));
+        let partial: Vec<&[u8]> = alloc::vec![b"1", b"244", b"10", b"in-addr", b"arpa"];
+        assert_eq!(parse_reverse(&partial), None);
+        let bad: Vec<&[u8]> = alloc::vec![b"07", b"1", b"244", b"10", b"in-addr", b"arpa"];
+        assert_eq!(parse_reverse(&bad), None);
+        let name = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.0.0.0.4.4.2.0.0.1.0.0.0.0.d.f.ip6.arpa";
+        let v6: Vec<&[u8]> = name.split('.').map(str::as_bytes).collect();
+        assert_eq!(parse_reverse(&v6), Some("fd00:10:244:6::1".parse().unwrap()));
+    }
+}
