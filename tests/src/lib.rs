@@ -1,1 +1,4 @@
+//! Shared test support: the conformance vectors of `../shared/conformance/` and the rules to
+//! compare an answer with them (that folder's README).
 
+pub mod vectors;

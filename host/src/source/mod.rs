@@ -1,0 +1,3 @@
+//! Where the cluster view comes from: manifest files (watched) or, later, the Kubernetes API.
+
+pub mod manifest;
