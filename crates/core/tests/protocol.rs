@@ -1,0 +1,134 @@
+//! Protocol hygiene of `Resolver::resolve`: header handling, EDNS0, truncation, errors.
+
+mod support;
+
+use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::rr::RecordType;
+use kdns_core::{Resolver, STREAM};
+use support::*;
+
+fn many_endpoints(n: usize) -> Resolver {
+    let eps = (1..=n).map(|i| endpoint(&format!("10.1.{}.{}", i / 250, i % 250 + 1), "")).collect();
+    resolver(Default::default(), vec![headless("default", "many", eps)])
+}
+
+#[test]
+fn responses_to_responses_and_short_packets_get_nothing() {
+    let r = resolver(Default::default(), vec![]);
+    let mut m = query("a.default.svc.cluster.local.", RecordType::A).to_vec().unwrap();
+    m[2] |= 0x80; // QR
+    assert!(r.resolve(&m, 1232).is_none());
+    assert!(r.resolve(&[1, 2, 3], 1232).is_none());
+    assert!(r.resolve(&[], 1232).is_none());
+}
+
+#[test]
+fn garbage_after_the_header_is_formerr_with_the_id() {
+    let r = resolver(Default::default(), vec![]);
+    let packet = [0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3f, 0xff];
+    let resp = r.resolve(&packet, 1232).unwrap();
+    assert_eq!(&resp[..2], &[0xab, 0xcd]);
+    assert_eq!(resp[2] & 0x80, 0x80, "QR set");
+    assert_eq!(resp[2] & 0x01, 0x01, "RD echoed");
+    assert_eq!(resp[3] & 0x0f, 1, "FORMERR");
+}
+
+#[test]
+fn qdcount_other_than_one_is_formerr() {
+    let r = resolver(Default::default(), vec![]);
+    let mut two = query("a.cluster.local.", RecordType::A);
+    two.add_query(hickory_proto::op::Query::query("b.cluster.local.".parse().unwrap(), RecordType::A));
+    assert_eq!(ask(&r, &two).response_code, ResponseCode::FormErr);
+    let mut none = query("a.cluster.local.", RecordType::A);
+    none.queries.clear();
+    assert_eq!(ask(&r, &none).response_code, ResponseCode::FormErr);
+}
+
+#[test]
+fn other_opcodes_are_notimp() {
+    let r = resolver(Default::default(), vec![]);
+    let mut m = query("cluster.local.", RecordType::SOA);
+    m.metadata.op_code = OpCode::Status;
+    let resp = ask(&r, &m);
+    assert_eq!(resp.response_code, ResponseCode::NotImp);
+    assert_eq!(resp.op_code, OpCode::Status);
+}
+
+#[test]
+fn edns_is_answered_with_opt_and_badvers_above_version_zero() {
+    let r = resolver(Default::default(), vec![cluster_ip("default", "web", "10.96.0.5")]);
+    let plain = ask(&r, &query("web.default.svc.cluster.local.", RecordType::A));
+    assert!(plain.edns.is_none(), "no OPT without one in the query");
+    let resp = ask(&r, &with_edns(query("web.default.svc.cluster.local.", RecordType::A), 4096, 0));
+    let edns = resp.edns.as_ref().expect("OPT in the response");
+    assert_eq!(edns.max_payload(), 1232);
+    assert_eq!(resp.answers.len(), 1);
+    let bad = ask(&r, &with_edns(query("web.default.svc.cluster.local.", RecordType::A), 4096, 1));
+    assert_eq!(u16::from(bad.response_code), 16, "BADVERS");
+    assert!(bad.answers.is_empty());
+}
+
+#[test]
+fn truncation_follows_the_clients_buffer() {
+    let r = many_endpoints(60);
+    let q = query("many.default.svc.cluster.local.", RecordType::A);
+    let small = ask(&r, &q);
+    assert!(small.truncation);
+    assert!(small.answers.is_empty());
+    assert_eq!(small.queries.len(), 1, "the question is kept");
+    let big = ask(&r, &with_edns(q.clone(), 4096, 0));
+    assert!(!big.truncation);
+    assert_eq!(big.answers.len(), 60);
+    let tcp = Message::from_vec(&r.resolve(&q.to_vec().unwrap(), STREAM).unwrap()).unwrap();
+    assert!(!tcp.truncation);
+    assert_eq!(tcp.answers.len(), 60);
+    // Never more than the server limit, whatever the client says.
+    let r = many_endpoints(200);
+    let q = with_edns(query("many.default.svc.cluster.local.", RecordType::A), 65000, 0);
+    let bytes = r.resolve(&q.to_vec().unwrap(), 1232).unwrap();
+    assert!(bytes.len() <= 1232);
+    assert!(Message::from_vec(&bytes).unwrap().truncation);
+}
+
+#[test]
+fn additional_records_are_dropped_before_truncating() {
+    // 18 SRV records (SRV targets are never compressed) fit in 1232 bytes only without
+    // their 18 address records.
+    let eps = (1..=18).map(|i| endpoint(&format!("10.2.0.{i}"), &format!("host-{i}"))).collect();
+    let r = resolver(Default::default(), vec![headless("default", "srv", eps)]);
+    let resp = ask(&r, &with_edns(query("srv.default.svc.cluster.local.", RecordType::SRV), 1232, 0));
+    assert!(!resp.truncation);
+    assert_eq!(resp.answers.len(), 18);
+    assert!(resp.additionals.is_empty());
+}
+
+#[test]
+fn case_of_the_question_is_kept() {
+    let r = resolver(Default::default(), vec![cluster_ip("default", "web", "10.96.0.5")]);
+    let resp = ask(&r, &query("WeB.Default.SVC.cluster.LOCAL.", RecordType::A));
+    assert_eq!(resp.answers[0].name.to_ascii(), "WeB.Default.SVC.cluster.LOCAL.");
+    assert_eq!(resp.queries[0].name().to_ascii(), "WeB.Default.SVC.cluster.LOCAL.");
+}
+
+#[test]
+fn non_in_class_and_out_of_zone_are_refused_without_aa() {
+    let r = resolver(Default::default(), vec![]);
+    let mut m = query("version.bind.", RecordType::TXT);
+    m.queries[0].set_query_class(hickory_proto::rr::DNSClass::CH);
+    assert_eq!(ask(&r, &m).response_code, ResponseCode::Refused);
+    let out = ask(&r, &query("example.com.", RecordType::A));
+    assert_eq!(out.response_code, ResponseCode::Refused);
+    assert!(!out.authoritative);
+}
+
+#[test]
+fn every_prefix_of_a_valid_query_gets_a_well_formed_answer_or_none() {
+    let r = resolver(Default::default(), vec![cluster_ip("default", "web", "10.96.0.5")]);
+    let full = with_edns(query("web.default.svc.cluster.local.", RecordType::A), 1232, 0).to_vec().unwrap();
+    for len in 0..full.len() {
+        if let Some(resp) = r.resolve(&full[..len], 1232) {
+            Message::from_vec(&resp).expect("well-formed");
+            assert_eq!(&resp[..2], &full[..2]);
+        }
+    }
+}
