@@ -54,6 +54,13 @@ impl Resolver {
         Ok(())
     }
 
+    /// A resolver with these settings and `snapshot` as its view; `self` is untouched, so a
+    /// host can keep answering from it while the new one is built.
+    pub fn with_snapshot(&self, snapshot: v1::Snapshot) -> Result<Resolver, InputError> {
+        let store = Store::from_snapshot(snapshot, self.settings.endpoint_pod_names)?;
+        Ok(Resolver { settings: self.settings.clone(), store })
+    }
+
     /// Applies a change in O(size of the change). On error nothing changes.
     pub fn apply(&mut self, delta: v1::Delta) -> Result<(), InputError> {
         self.store.apply(delta)

@@ -1,0 +1,255 @@
+//! The `kdns` command line (the contract in shared/DESIGN.md): `serve`, `query`, `export-zone`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use kdns_proto::v1;
+
+use crate::cluster;
+use crate::engine::{Engine, NativeEngine};
+use crate::server::{self, DnsConfig};
+use crate::source::watch::{self, ManifestSource};
+
+#[derive(Parser, Debug)]
+#[command(name = "kdns", version, about = "Kubernetes cluster DNS: exact, fast, small; from the API or from manifest files")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Answer cluster DNS over UDP and TCP.
+    Serve(ServeArgs),
+    /// Answer one question offline from manifest files and print it like dig.
+    Query(QueryArgs),
+    /// Print the records as an RFC 1035 zone file.
+    ExportZone(ExportArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PodsMode {
+    Disabled,
+    Insecure,
+    Verified,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    Native,
+    Wasm,
+}
+
+/// Settings of the DNS engine, shared by every command.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Zone to serve (repeatable); the first is the primary zone.
+    #[arg(long = "zone", value_name = "ZONE")]
+    pub zones: Vec<String>,
+    /// TTL of the records, 0-3600 seconds [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<u32>,
+    /// Answers for <dashed-ip>.<namespace>.pod.<zone> names.
+    #[arg(long, value_enum, default_value = "disabled")]
+    pub pods: PodsMode,
+    /// Name endpoints without a hostname after their pod.
+    #[arg(long)]
+    pub endpoint_pod_names: bool,
+    /// The Service whose name is the NS target and whose ClusterIPs are its glue.
+    #[arg(long, value_name = "NAMESPACE/NAME", default_value = "kube-system/kube-dns")]
+    pub ns_service: String,
+}
+
+impl EngineArgs {
+    pub fn config(&self) -> anyhow::Result<v1::Config> {
+        let (namespace, name) = self
+            .ns_service
+            .split_once('/')
+            .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+            .with_context(|| format!("--ns-service {:?}: expected NAMESPACE/NAME", self.ns_service))?;
+        if let Some(ttl) = self.ttl {
+            if ttl > kdns_core::config::MAX_TTL {
+                bail!("--ttl {ttl}: must be between 0 and {}", kdns_core::config::MAX_TTL);
+            }
+        }
+        let config = v1::Config {
+            zones: self.zones.clone(),
+            ttl: self.ttl,
+            pod_mode: match self.pods {
+                PodsMode::Disabled => v1::PodMode::Disabled,
+                PodsMode::Insecure => v1::PodMode::Insecure,
+                PodsMode::Verified => v1::PodMode::Verified,
+            } as i32,
+            endpoint_pod_names: self.endpoint_pod_names,
+            ns_service: Some(v1::ServiceKey { namespace: namespace.into(), name: name.into() }),
+            ..Default::default()
+        };
+        // Reject bad zones here, with the flag's name, rather than deep in an engine.
+        kdns_core::Resolver::new(config.clone()).map_err(|e| anyhow::anyhow!("--zone: {e}"))?;
+        Ok(config)
+    }
+
+    fn include_pods(&self) -> bool {
+        self.pods == PodsMode::Verified
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Manifest files or directories (.yaml, .yml, .json); watched for changes.
+    #[arg(long, num_args = 1.., value_name = "PATH", required = true)]
+    pub manifests: Vec<PathBuf>,
+    /// Address for DNS over UDP and TCP.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:53")]
+    pub listen: SocketAddr,
+    /// Which engine answers.
+    #[arg(long, value_enum, default_value = "native")]
+    pub engine: EngineKind,
+    #[command(flatten)]
+    pub engine_args: EngineArgs,
+    /// Largest UDP response, whatever the client's EDNS buffer (512-65535).
+    #[arg(long, value_name = "BYTES", default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..))]
+    pub max_udp_size: u16,
+    /// UDP sockets and tasks; 0 = one per core.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub udp_workers: usize,
+    /// Close a TCP connection idle for this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub tcp_idle_timeout: u64,
+    /// Most TCP connections open at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub tcp_max_connections: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    /// Manifest files or directories, then the name and optional type: PATH... NAME [TYPE].
+    #[arg(long, num_args = 1.., value_name = "PATH", required = true)]
+    pub manifests: Vec<PathBuf>,
+    /// NAME [TYPE] when not given after the paths.
+    #[arg(value_name = "NAME [TYPE]")]
+    pub rest: Vec<String>,
+    #[command(flatten)]
+    pub engine_args: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[arg(long, num_args = 1.., value_name = "PATH", required = true)]
+    pub manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    pub engine_args: EngineArgs,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve(args))
+        }
+        Command::Query(args) => query(args),
+        Command::ExportZone(args) => export_zone(args),
+    }
+}
+
+fn read_manifests(paths: &[PathBuf], engine_args: &EngineArgs) -> anyhow::Result<(ManifestSource, v1::Snapshot)> {
+    let mut source = ManifestSource::new(paths.to_vec(), true, engine_args.include_pods());
+    let snapshot = source.read()?;
+    Ok((source, snapshot))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.engine_args.config()?;
+    let started = Instant::now();
+    let (source, snapshot) = read_manifests(&args.manifests, &args.engine_args)?;
+    let counts = cluster::counts(&snapshot);
+    let engine: Arc<dyn Engine> = match args.engine {
+        EngineKind::Native => Arc::new(NativeEngine::new(config)?),
+        EngineKind::Wasm => bail!("--engine wasm: the WebAssembly engine is not available in this build yet; use --engine native"),
+    };
+    engine.load(snapshot.clone())?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let dns = DnsConfig {
+        listen: args.listen,
+        max_udp: args.max_udp_size,
+        udp_workers: args.udp_workers,
+        tcp_idle_timeout: Duration::from_secs(args.tcp_idle_timeout.max(1)),
+        tcp_max_connections: args.tcp_max_connections,
+    };
+    let bound = server::start(engine.clone(), &dns).await?;
+    tracing::info!(udp = %bound.udp, tcp = %bound.tcp, engine = engine.kind(), load_ms, %counts, "kdns serving");
+    let watcher = tokio::spawn(watch::watch(source, engine, snapshot));
+    tokio::select! {
+        r = watcher => match r {
+            Ok(Err(e)) => return Err(e.context("cannot watch the manifest files")),
+            _ => bail!("manifest watcher stopped"),
+        },
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `--manifests a.yaml dir/ NAME TYPE`: the values that are not existing paths (after the first)
+/// are the question.
+fn split_paths_and_question(values: &[PathBuf], rest: &[String]) -> anyhow::Result<(Vec<PathBuf>, Vec<String>)> {
+    let mut paths = Vec::new();
+    let mut question: Vec<String> = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        if question.is_empty() && (i == 0 || v.exists()) {
+            paths.push(v.clone());
+        } else {
+            question.push(v.to_string_lossy().into_owned());
+        }
+    }
+    question.extend(rest.iter().cloned());
+    if question.is_empty() || question.len() > 2 {
+        bail!("expected NAME [TYPE] after the manifest paths, got {question:?}");
+    }
+    Ok((paths, question))
+}
+
+fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let (paths, question) = split_paths_and_question(&args.manifests, &args.rest)?;
+    let name = Name::from_ascii(&question[0]).with_context(|| format!("{:?} is not a domain name", question[0]))?;
+    let name = if name.is_fqdn() { name } else { Name::from_ascii(format!("{}.", question[0]))? };
+    let rtype: RecordType = match question.get(1) {
+        Some(t) => t.to_ascii_uppercase().parse().map_err(|_| anyhow::anyhow!("{t:?} is not a record type"))?,
+        None => RecordType::A,
+    };
+    let config = args.engine_args.config()?;
+    let (_, snapshot) = read_manifests(&paths, &args.engine_args)?;
+    let mut resolver = kdns_core::Resolver::new(config)?;
+    resolver.load(snapshot)?;
+    let mut m = Message::new(0, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(name.clone(), rtype));
+    let bytes = resolver.resolve(&m.to_vec()?, kdns_core::STREAM).context("the engine gave no answer")?;
+    let response = Message::from_vec(&bytes)?;
+    print!("{}", crate::dig::format(&response, &format!("{name} {rtype}")));
+    Ok(())
+}
+
+fn export_zone(args: ExportArgs) -> anyhow::Result<()> {
+    let _ = (&args.manifests, Path::new("."));
+    bail!("export-zone is not available in this build yet")
+}

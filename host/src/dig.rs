@@ -1,0 +1,70 @@
+//! Prints a DNS response the way dig does, for `kdns query`.
+
+use std::fmt::Write;
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::Record;
+
+pub fn format(m: &Message, command: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "; <<>> kdns query <<>> {command}");
+    let _ = writeln!(out, ";; ->>HEADER<<- opcode: {}, status: {}, id: {}", format!("{:?}", m.op_code).to_uppercase(), rcode(m), m.id);
+    let mut flags = vec!["qr"];
+    for (set, name) in [
+        (m.authoritative, "aa"),
+        (m.truncation, "tc"),
+        (m.recursion_desired, "rd"),
+        (m.recursion_available, "ra"),
+        (m.authentic_data, "ad"),
+        (m.checking_disabled, "cd"),
+    ] {
+        if set {
+            flags.push(name);
+        }
+    }
+    let _ = writeln!(
+        out,
+        ";; flags: {}; QUERY: {}, ANSWER: {}, AUTHORITY: {}, ADDITIONAL: {}",
+        flags.join(" "),
+        m.queries.len(),
+        m.answers.len(),
+        m.authorities.len(),
+        m.additionals.len() + usize::from(m.edns.is_some())
+    );
+    if let Some(edns) = &m.edns {
+        let _ = writeln!(out, "\n;; OPT PSEUDOSECTION:\n; EDNS: version: {}, flags:; udp: {}", edns.version(), edns.max_payload());
+    }
+    let _ = writeln!(out, "\n;; QUESTION SECTION:");
+    for q in &m.queries {
+        let _ = writeln!(out, ";{}\t\t{}\t{}", q.name(), q.query_class(), q.query_type());
+    }
+    for (title, records) in [("ANSWER", &m.answers), ("AUTHORITY", &m.authorities), ("ADDITIONAL", &m.additionals)] {
+        if records.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n;; {title} SECTION:");
+        for r in records {
+            let _ = writeln!(out, "{}", record_line(r));
+        }
+    }
+    let _ = writeln!(out, "\n;; MSG SIZE  rcvd: {}", m.to_vec().map(|b| b.len()).unwrap_or(0));
+    out
+}
+
+/// One record in zone-file presentation: `owner TTL class type rdata`.
+pub fn record_line(r: &Record) -> String {
+    format!("{}\t{}\t{}\t{}\t{}", r.name, r.ttl, r.dns_class, r.record_type(), r.data)
+}
+
+fn rcode(m: &Message) -> String {
+    use hickory_proto::op::ResponseCode::*;
+    match m.response_code {
+        NoError => "NOERROR".into(),
+        FormErr => "FORMERR".into(),
+        ServFail => "SERVFAIL".into(),
+        NXDomain => "NXDOMAIN".into(),
+        NotImp => "NOTIMP".into(),
+        Refused => "REFUSED".into(),
+        other => format!("{other:?}").to_uppercase(),
+    }
+}

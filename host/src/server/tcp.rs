@@ -1,0 +1,77 @@
+//! DNS over TCP (RFC 7766): length-prefixed messages, pipelined queries answered in order,
+//! an idle timeout, and a cap on open connections. Each connection has its own task, so a
+//! slow or half-open client holds only its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+
+use crate::engine::Engine;
+
+pub async fn start(engine: Arc<dyn Engine>, addr: SocketAddr, idle: Duration, max_connections: usize) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on tcp {addr}"))?;
+    let bound = listener.local_addr()?;
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "tcp connection limit reached; closing");
+                continue; // dropping the stream closes it
+            };
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = connection(engine, stream, idle).await {
+                    tracing::debug!(%peer, error = %e, "tcp connection ended");
+                }
+            });
+        }
+    });
+    Ok(bound)
+}
+
+async fn connection(engine: Arc<dyn Engine>, mut stream: TcpStream, idle: Duration) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let mut len = [0u8; 2];
+        match timeout(idle, stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()), // idle
+        }
+        let len = u16::from_be_bytes(len) as usize;
+        if len == 0 {
+            return Ok(());
+        }
+        buf.resize(len, 0);
+        match timeout(idle, stream.read_exact(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()), // a message that never completes
+        };
+        let Some(response) = engine.resolve(&buf, kdns_core::STREAM) else { continue };
+        let mut out = Vec::with_capacity(response.len() + 2);
+        out.extend_from_slice(&(response.len() as u16).to_be_bytes());
+        out.extend_from_slice(&response);
+        match timeout(idle, stream.write_all(&out)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()), // the client stopped reading
+        }
+    }
+}

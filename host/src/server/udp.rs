@@ -1,0 +1,56 @@
+//! DNS over UDP: one SO_REUSEPORT socket per worker so every core receives.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+
+use crate::engine::Engine;
+
+/// The largest datagram read; bigger ones are cut and then fail to parse (FORMERR).
+const RECV_BUFFER: usize = 65535;
+
+fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(socket.into())?)
+}
+
+/// Binds `workers` sockets on `addr` and spawns a task for each; returns the bound address.
+pub fn start(engine: Arc<dyn Engine>, addr: SocketAddr, workers: usize, max_udp: u16) -> anyhow::Result<SocketAddr> {
+    let first = bind(addr).with_context(|| format!("cannot listen on udp {addr}"))?;
+    let bound = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..workers.max(1) {
+        sockets.push(bind(bound).with_context(|| format!("cannot listen on udp {bound}"))?);
+    }
+    for socket in sockets {
+        tokio::spawn(serve(engine.clone(), socket, max_udp));
+    }
+    Ok(bound)
+}
+
+async fn serve(engine: Arc<dyn Engine>, socket: UdpSocket, max_udp: u16) {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        let (len, peer) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some systems; keep serving.
+                tracing::debug!(error = %e, "udp receive failed");
+                continue;
+            }
+        };
+        let Some(response) = engine.resolve(&buf[..len], max_udp) else { continue };
+        if let Err(e) = socket.send_to(&response, peer).await {
+            tracing::debug!(error = %e, %peer, "udp send failed");
+        }
+    }
+}
