@@ -1,7 +1,7 @@
 //! The `kdns` command line (the contract in shared/DESIGN.md): `serve`, `query`, `export-zone`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -143,6 +143,9 @@ pub struct QueryArgs {
 pub struct ExportArgs {
     #[arg(long, num_args = 1.., value_name = "PATH", required = true)]
     pub manifests: Vec<PathBuf>,
+    /// Which served zone to print: the primary zone by default, or e.g. in-addr.arpa.
+    #[arg(long, value_name = "ZONE")]
+    pub origin: Option<String>,
     #[command(flatten)]
     pub engine_args: EngineArgs,
 }
@@ -250,6 +253,25 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
 }
 
 fn export_zone(args: ExportArgs) -> anyhow::Result<()> {
-    let _ = (&args.manifests, Path::new("."));
-    bail!("export-zone is not available in this build yet")
+    let config = args.engine_args.config()?;
+    let (_, snapshot) = read_manifests(&args.manifests, &args.engine_args)?;
+    let mut resolver = kdns_core::Resolver::new(config.clone())?;
+    resolver.load(snapshot)?;
+    let origin = args.origin.clone().or_else(|| config.zones.first().cloned()).unwrap_or_else(|| kdns_core::config::DEFAULT_ZONE.into());
+    let mut zone = Name::from_ascii(&origin).with_context(|| format!("--origin {origin:?} is not a domain name"))?;
+    zone.set_fqdn(true);
+    let records = resolver.lookup().zone_records(&zone).with_context(|| format!("{zone} is not a zone kdns serves (see --zone)"))?;
+    if args.engine_args.pods == PodsMode::Insecure {
+        eprintln!("kdns: note: pods insecure answers any dashed IP; those names cannot be listed");
+    }
+    let mut out = String::new();
+    out.push_str(&format!("; {zone} from kdns export-zone, serial {}, {} records\n", resolver.serial(), records.len()));
+    out.push_str(&format!("$ORIGIN {zone}\n"));
+    for r in &records {
+        out.push_str(&crate::dig::record_line(r));
+        out.push('\n');
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(())
 }

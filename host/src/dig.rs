@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use hickory_proto::op::Message;
-use hickory_proto::rr::Record;
+use hickory_proto::rr::{RData, Record};
 
 pub fn format(m: &Message, command: &str) -> String {
     let mut out = String::new();
@@ -53,7 +53,27 @@ pub fn format(m: &Message, command: &str) -> String {
 
 /// One record in zone-file presentation: `owner TTL class type rdata`.
 pub fn record_line(r: &Record) -> String {
-    format!("{}\t{}\t{}\t{}\t{}", r.name, r.ttl, r.dns_class, r.record_type(), r.data)
+    let rdata = match &r.data {
+        // Character strings are quoted in presentation format (RFC 1035 §5.1).
+        RData::TXT(txt) => txt.txt_data.iter().map(|s| format!("\"{}\"", escape(s))).collect::<Vec<_>>().join(" "),
+        other => other.to_string(),
+    };
+    format!("{}\t{}\t{}\t{}\t{rdata}", r.name, r.ttl, r.dns_class, r.record_type())
+}
+
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for b in bytes {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(*b as char);
+            }
+            0x20..=0x7e => out.push(*b as char),
+            _ => out.push_str(&format!("\\{b:03}")),
+        }
+    }
+    out
 }
 
 fn rcode(m: &Message) -> String {

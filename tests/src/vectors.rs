@@ -136,18 +136,10 @@ impl Case {
     /// The query message: RD=1, an OPT only when the case gives `edns`.
     pub fn message(&self, id: u16) -> Vec<u8> {
         let (name, rtype) = self.name_and_type();
-        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-        m.metadata.recursion_desired = true;
-        m.add_query(Query::query(name, rtype));
-        if let Some(size) = self.edns {
-            let mut e = Edns::new();
-            e.set_max_payload(size);
-            m.set_edns(e);
-        }
-        m.to_vec().unwrap()
+        query_message(id, &name.to_ascii(), &rtype.to_string(), self.edns)
     }
 
-    /// Compares a response with the case; the error lists every mismatch.
+    /// Compares a response message with the case; the error lists every mismatch.
     pub fn check(&self, id: u16, response: &[u8]) -> Result<(), String> {
         let m = Message::from_vec(response).map_err(|e| format!("response does not parse: {e}"))?;
         let mut errs = Vec::new();
@@ -157,34 +149,122 @@ impl Case {
         if m.message_type != MessageType::Response {
             errs.push("QR not set".into());
         }
-        let rcode = rcode_name(m.response_code);
-        if !rcode.eq_ignore_ascii_case(&self.rcode) {
-            errs.push(format!("rcode {rcode}, want {}", self.rcode));
+        self.compare(&Observed::from_message(&m), &mut errs);
+        if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
+    }
+
+    /// Compares what a client saw with the case.
+    pub fn compare(&self, seen: &Observed, errs: &mut Vec<String>) {
+        if !seen.rcode.eq_ignore_ascii_case(&self.rcode) {
+            errs.push(format!("rcode {}, want {}", seen.rcode, self.rcode));
         }
         for flag in self.flags.iter().flatten() {
-            let set = match flag.as_str() {
-                "aa" => m.authoritative,
-                "tc" => m.truncation,
-                "rd" => m.recursion_desired,
-                "ra" => m.recursion_available,
-                "ad" => m.authentic_data,
-                "cd" => m.checking_disabled,
-                other => return Err(format!("unknown flag {other} in vector")),
-            };
-            if !set {
-                errs.push(format!("flag {flag} not set"));
+            if !seen.flags.iter().any(|f| f == flag) {
+                errs.push(format!("flag {flag} not set (flags: {:?})", seen.flags));
             }
         }
         if let Some(tc) = self.truncated {
-            if m.truncation != tc {
-                errs.push(format!("TC={}, want {tc}", m.truncation));
+            let got = seen.flags.iter().any(|f| f == "tc");
+            if got != tc {
+                errs.push(format!("TC={got}, want {tc}"));
             }
         }
-        compare_section("answer", &self.answer, &m.answers, &mut errs);
-        compare_section("authority", &self.authority, &m.authorities, &mut errs);
-        compare_section("additional", &self.additional, &m.additionals, &mut errs);
-        if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
+        compare_section("answer", &self.answer, &seen.answer, errs);
+        compare_section("authority", &self.authority, &seen.authority, errs);
+        compare_section("additional", &self.additional, &seen.additional, errs);
     }
+}
+
+/// What a client saw: rcode, header flags, and each section in comparison form.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    pub rcode: String,
+    pub flags: Vec<String>,
+    pub answer: Vec<String>,
+    pub authority: Vec<String>,
+    pub additional: Vec<String>,
+}
+
+impl Observed {
+    pub fn from_message(m: &Message) -> Observed {
+        let mut flags = Vec::new();
+        for (set, name) in [
+            (m.message_type == MessageType::Response, "qr"),
+            (m.authoritative, "aa"),
+            (m.truncation, "tc"),
+            (m.recursion_desired, "rd"),
+            (m.recursion_available, "ra"),
+            (m.authentic_data, "ad"),
+            (m.checking_disabled, "cd"),
+        ] {
+            if set {
+                flags.push(name.to_string());
+            }
+        }
+        Observed {
+            rcode: rcode_name(m.response_code),
+            flags,
+            answer: m.answers.iter().map(canonical_record).collect(),
+            authority: m.authorities.iter().map(canonical_record).collect(),
+            additional: m.additionals.iter().map(canonical_record).collect(),
+        }
+    }
+
+    /// Parses dig's output (`+nocmd +comments +question +answer +authority +additional`).
+    pub fn from_dig(text: &str) -> Result<Observed, String> {
+        let mut seen = Observed::default();
+        let mut section: Option<&str> = None;
+        for line in text.lines() {
+            let line = line.trim_end();
+            if let Some(rest) = line.strip_prefix(";; ->>HEADER<<- ") {
+                let status = rest.split(", ").find_map(|p| p.strip_prefix("status: ")).ok_or("no status in dig output")?;
+                seen.rcode = status.to_string();
+            } else if let Some(rest) = line.strip_prefix(";; flags:") {
+                let flags = rest.split(';').next().unwrap_or("");
+                seen.flags = flags.split_whitespace().map(str::to_string).collect();
+            } else if let Some(name) = line.strip_prefix(";; ").and_then(|l| l.strip_suffix(" SECTION:")) {
+                section = Some(match name {
+                    "ANSWER" => "answer",
+                    "AUTHORITY" => "authority",
+                    "ADDITIONAL" => "additional",
+                    _ => "other",
+                });
+            } else if line.is_empty() || line.starts_with(';') {
+                if line.is_empty() {
+                    section = None;
+                }
+            } else if let Some(sec) = section {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() >= 4 && f[3] == "OPT" {
+                    continue;
+                }
+                let rec = canonical_text(line);
+                match sec {
+                    "answer" => seen.answer.push(rec),
+                    "authority" => seen.authority.push(rec),
+                    "additional" => seen.additional.push(rec),
+                    _ => {}
+                }
+            }
+        }
+        if seen.rcode.is_empty() {
+            return Err(format!("no DNS header in dig output:\n{text}"));
+        }
+        Ok(seen)
+    }
+}
+
+/// A query message with RD=1 and, when `edns` is given, an OPT with that UDP size.
+pub fn query_message(id: u16, name: &str, rtype: &str, edns: Option<u16>) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype.parse().expect("type")));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
 }
 
 fn rcode_name(r: ResponseCode) -> String {
@@ -199,10 +279,10 @@ fn rcode_name(r: ResponseCode) -> String {
     }
 }
 
-fn compare_section(section: &str, want: &Option<Vec<String>>, got: &[Record], errs: &mut Vec<String>) {
+fn compare_section(section: &str, want: &Option<Vec<String>>, got: &[String], errs: &mut Vec<String>) {
     let Some(want) = want else { return };
     let mut want: Vec<String> = want.iter().map(|r| canonical_text(r)).collect();
-    let mut got: Vec<String> = got.iter().map(canonical_record).collect();
+    let mut got: Vec<String> = got.to_vec();
     want.sort();
     got.sort();
     if want != got {

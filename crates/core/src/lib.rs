@@ -14,6 +14,7 @@ pub mod lookup;
 pub mod message;
 pub mod names;
 pub mod store;
+pub mod zone;
 
 use alloc::vec::Vec;
 

@@ -243,6 +243,21 @@ impl Store {
         self.services.get(id as usize)?.as_ref()
     }
 
+    /// Every service, in no particular order.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceEntry> {
+        self.services.iter().flatten()
+    }
+
+    /// Every IP that names something (cluster IPs and published endpoints), in order.
+    pub fn owned_ips(&self) -> impl Iterator<Item = &IpAddr> {
+        self.by_ip.keys()
+    }
+
+    /// Every (pod IP, namespace) pair.
+    pub fn pod_ips(&self) -> impl Iterator<Item = (&IpAddr, &str)> {
+        self.pod_ips.iter().flat_map(|(ip, nss)| nss.iter().map(move |ns| (ip, &**ns)))
+    }
+
     pub fn ip_owners(&self, ip: &IpAddr) -> &[IpOwner] {
         self.by_ip.get(ip).map(Vec::as_slice).unwrap_or(&[])
     }

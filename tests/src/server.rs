@@ -1,0 +1,150 @@
+//! Drives the real `kdns` binary: start it, find its port, read its logs, stop it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The `kdns` binary: $KDNS_BIN, else `kdns` next to the test executable's target directory.
+pub fn kdns_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("KDNS_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let bin = dir.join("kdns");
+    assert!(bin.exists(), "{} not found: build it first (cargo build -p kdns-host), or set KDNS_BIN", bin.display());
+    bin
+}
+
+/// A running `kdns serve`; killed on drop.
+pub struct Kdns {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+}
+
+impl Kdns {
+    /// Starts `kdns serve --listen 127.0.0.1:0 ARGS...` and waits until it serves.
+    pub fn start(args: &[String]) -> Kdns {
+        Self::start_on("127.0.0.1:0", args)
+    }
+
+    pub fn start_on(listen: &str, args: &[String]) -> Kdns {
+        let mut child = Command::new(kdns_bin())
+            .arg("serve")
+            .args(["--listen", listen])
+            .args(args)
+            .env("KDNS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kdns starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let serving = logs.lock().unwrap().iter().find(|l| l.contains("kdns serving")).cloned();
+            if let Some(line) = serving {
+                let field = |name: &str| -> SocketAddr {
+                    let start = line.find(&format!("{name}=")).expect("address in log") + name.len() + 1;
+                    line[start..].split_whitespace().next().unwrap().parse().expect("address parses")
+                };
+                let (udp, tcp) = (field("udp"), field("tcp"));
+                return Kdns { child, logs, udp, tcp };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("kdns exited with {status} before serving:\n{}", logs.lock().unwrap().join("\n"));
+            }
+            assert!(Instant::now() < deadline, "kdns did not start in time:\n{}", logs.lock().unwrap().join("\n"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(l) = self.logs().into_iter().find(|l| l.contains(needle)) {
+                return Some(l);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "kdns did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Kdns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs dig against `server` and returns its output. `extra` are dig options (`+tcp`, ...).
+pub fn dig(server: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string()])
+        .args([name, rtype])
+        .args(["+nocmd", "+comments", "+question", "+answer", "+authority", "+additional", "+time=2", "+tries=2"])
+        .args(extra)
+        .output()
+        .expect("dig runs (apt-get install dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kdns-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
