@@ -263,6 +263,37 @@ fn malformed_packets_and_broken_tcp_streams_do_not_hurt_the_server() {
     assert!(status.success(), "clean exit on SIGTERM: {status}");
 }
 
+/// Exports the zones of `paths` and asks the server for every record over TCP with dig.
+fn every_exported_record_is_served(paths: &[std::path::PathBuf], origins: &[&str]) -> usize {
+    let mut args: Vec<String> = vec!["--manifests".into()];
+    args.extend(paths.iter().map(|p| p.display().to_string()));
+    let server = Kdns::start(&args);
+    let mut checked = 0;
+    for origin in origins {
+        let zone = std::process::Command::new(kdns_bin()).arg("export-zone").args(&args).args(["--origin", origin]).output().unwrap();
+        assert!(zone.status.success(), "{}", String::from_utf8_lossy(&zone.stderr));
+        let zone = String::from_utf8_lossy(&zone.stdout).into_owned();
+        for line in zone.lines().filter(|l| !l.starts_with(';') && !l.starts_with('$')) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f[3] == "SOA" {
+                continue;
+            }
+            let out = dig(server.tcp, f[0], f[3], &["+tcp", "+noedns"]);
+            let seen = Observed::from_dig(&out).unwrap();
+            assert!(seen.answer.contains(&vectors::canonical_text(line)), "{line} not answered:\n{out}");
+            checked += 1;
+        }
+    }
+    checked
+}
+
+#[test]
+fn the_example_cluster_answers_every_name() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let checked = every_exported_record_is_served(&[examples], &["cluster.local", "in-addr.arpa", "ip6.arpa"]);
+    assert!(checked >= 20, "only {checked} records");
+}
+
 #[test]
 fn kdns_query_prints_like_dig_and_export_zone_matches_the_server() {
     let dir = TempDir::new("query");
@@ -281,20 +312,6 @@ fn kdns_query_prints_like_dig_and_export_zone_matches_the_server() {
     assert!(String::from_utf8_lossy(&nx.stdout).contains("status: NXDOMAIN"));
 
     // Every record of the exported zone is what the server answers for that name and type.
-    let zone = std::process::Command::new(kdns_bin()).args(["export-zone", "--manifests"]).arg(&file).output().unwrap();
-    assert!(zone.status.success());
-    let zone = String::from_utf8_lossy(&zone.stdout).into_owned();
-    let server = Kdns::start(&["--manifests".into(), file.display().to_string()]);
-    let mut checked = 0;
-    for line in zone.lines().filter(|l| !l.starts_with(';') && !l.starts_with('$')) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f[3] == "SOA" {
-            continue;
-        }
-        let out = dig(server.tcp, f[0], f[3], &["+tcp", "+noedns"]);
-        let seen = Observed::from_dig(&out).unwrap();
-        assert!(seen.answer.contains(&vectors::canonical_text(line)), "{line} not answered:\n{out}");
-        checked += 1;
-    }
-    assert!(checked >= 15, "only {checked} records in the zone:\n{zone}");
+    let checked = every_exported_record_is_served(&[file], &["cluster.local", "in-addr.arpa"]);
+    assert!(checked >= 15, "only {checked} records");
 }

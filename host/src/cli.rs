@@ -177,7 +177,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         EngineKind::Wasm => bail!("--engine wasm: the WebAssembly engine is not available in this build yet; use --engine native"),
     };
     engine.load(snapshot.clone())?;
-    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let load_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3);
     let dns = DnsConfig {
         listen: args.listen,
         max_udp: args.max_udp_size,
@@ -186,7 +186,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tcp_max_connections: args.tcp_max_connections,
     };
     let bound = server::start(engine.clone(), &dns).await?;
-    tracing::info!(udp = %bound.udp, tcp = %bound.tcp, engine = engine.kind(), load_ms, %counts, "kdns serving");
+    tracing::info!(udp = %bound.udp, tcp = %bound.tcp, engine = engine.kind(), %load_ms, %counts, "kdns serving");
     let watcher = tokio::spawn(watch::watch(source, engine, snapshot));
     tokio::select! {
         r = watcher => match r {

@@ -101,7 +101,7 @@ pub async fn watch(mut source: ManifestSource, engine: Arc<dyn Engine>, mut curr
         let change = describe_change(&current, &next);
         match engine.load(next.clone()) {
             Ok(()) => {
-                tracing::info!(serial = next.serial, took_ms = started.elapsed().as_secs_f64() * 1e3, counts = %cluster::counts(&next), "reloaded manifests: {change}");
+                tracing::info!(serial = next.serial, took_ms = %format!("{:.1}", started.elapsed().as_secs_f64() * 1e3), counts = %cluster::counts(&next), "reloaded manifests: {change}");
                 current = next;
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "snapshot rejected by the engine; still serving the last good one"),
