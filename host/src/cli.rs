@@ -12,7 +12,8 @@ use hickory_proto::rr::{Name, RecordType};
 use kdns_proto::v1;
 
 use crate::cluster;
-use crate::engine::{Engine, NativeEngine};
+use crate::engine::wasm::EMBEDDED_MODULE;
+use crate::engine::{Engine, NativeEngine, WasmEngine, WasmLimits};
 use crate::server::{self, DnsConfig};
 use crate::source::watch::{self, ManifestSource};
 
@@ -108,9 +109,12 @@ pub struct ServeArgs {
     /// Address for DNS over UDP and TCP.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:53")]
     pub listen: SocketAddr,
-    /// Which engine answers.
+    /// Which engine answers: the core linked in, or the same core as WebAssembly (wasmtime).
     #[arg(long, value_enum, default_value = "native")]
     pub engine: EngineKind,
+    /// Another kdns ABI v1 wasm module instead of the embedded one (implies --engine wasm).
+    #[arg(long, value_name = "FILE")]
+    pub plugin: Option<PathBuf>,
     #[command(flatten)]
     pub engine_args: EngineArgs,
     /// Largest UDP response, whatever the client's EDNS buffer (512-65535).
@@ -172,9 +176,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (source, snapshot) = read_manifests(&args.manifests, &args.engine_args)?;
     let counts = cluster::counts(&snapshot);
-    let engine: Arc<dyn Engine> = match args.engine {
-        EngineKind::Native => Arc::new(NativeEngine::new(config)?),
-        EngineKind::Wasm => bail!("--engine wasm: the WebAssembly engine is not available in this build yet; use --engine native"),
+    let engine: Arc<dyn Engine> = match (args.engine, &args.plugin) {
+        (EngineKind::Native, None) => Arc::new(NativeEngine::new(config)?),
+        (_, Some(file)) => {
+            let module = std::fs::read(file).with_context(|| format!("--plugin {}", file.display()))?;
+            Arc::new(WasmEngine::new(&module, config, WasmLimits::default()).with_context(|| format!("--plugin {}", file.display()))?)
+        }
+        (EngineKind::Wasm, None) => Arc::new(WasmEngine::new(EMBEDDED_MODULE, config, WasmLimits::default())?),
     };
     engine.load(snapshot.clone())?;
     let load_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3);

@@ -1,0 +1,334 @@
+//! The wasm engine: the same core, compiled to the kdns ABI v1 module (docs/abi.md), run by
+//! wasmtime. The module is compiled once; each slot is one instance holding its own copy of the
+//! cluster view, so queries on different cores never share an instance. Every call is bounded
+//! by epoch interruption (time) and a memory limit. A trap or a timeout answers SERVFAIL for
+//! that query only; the instance is rebuilt from the last snapshot and the deltas since.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kdns_proto::{Message as _, v1};
+use wasmtime::{Config, Engine as Runtime, Instance, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, TypedFunc};
+
+use super::{Engine, servfail};
+
+/// The module built from plugin-wasm, embedded at build time.
+pub const EMBEDDED_MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kdns_plugin.wasm"));
+
+/// The ABI version this host speaks.
+pub const ABI_VERSION: i32 = 1;
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+const TICK: Duration = Duration::from_millis(5);
+
+#[derive(Debug, Clone)]
+pub struct WasmLimits {
+    /// Longest a query may run before it is interrupted.
+    pub query_timeout: Duration,
+    /// Longest a snapshot load or delta may run.
+    pub load_timeout: Duration,
+    /// Largest linear memory an instance may grow to.
+    pub memory_bytes: usize,
+    /// Instances (each holds a copy of the cluster view); 0 = one per core.
+    pub instances: usize,
+}
+
+impl Default for WasmLimits {
+    fn default() -> Self {
+        WasmLimits { query_timeout: Duration::from_millis(250), load_timeout: Duration::from_secs(60), memory_bytes: 1 << 30, instances: 0 }
+    }
+}
+
+/// What it takes to rebuild an instance: the config, the last snapshot, the deltas since.
+#[derive(Default)]
+struct Recovery {
+    config: Vec<u8>,
+    snapshot: Option<Vec<u8>>,
+    deltas: Vec<Vec<u8>>,
+}
+
+struct Slot {
+    store: Store<StoreLimits>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    free: TypedFunc<(i32, i32), ()>,
+    configure: TypedFunc<(i32, i32), i32>,
+    load: TypedFunc<(i32, i32), i32>,
+    apply: TypedFunc<(i32, i32), i32>,
+    resolve: TypedFunc<(i32, i32, i32), i64>,
+}
+
+/// A call that did not complete: the instance is unusable afterwards.
+#[derive(Debug)]
+struct Trapped(anyhow::Error);
+
+impl From<wasmtime::Error> for Trapped {
+    fn from(e: wasmtime::Error) -> Self {
+        Trapped(e.into())
+    }
+}
+
+/// wasmtime's error type into ours.
+fn wt<T>(r: wasmtime::Result<T>) -> anyhow::Result<T> {
+    r.map_err(anyhow::Error::from)
+}
+
+impl Slot {
+    fn new(runtime: &Runtime, module: &Module, limits: &WasmLimits) -> anyhow::Result<Slot> {
+        let store_limits = StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(1).build();
+        let mut store = Store::new(runtime, store_limits);
+        store.limiter(|l| l);
+        store.set_epoch_deadline(ticks(limits.load_timeout));
+        // No imports: the module must be self-contained.
+        let instance = wt(Instance::new(&mut store, module, &[])).context("instantiating the wasm module")?;
+        let version: TypedFunc<(), i32> = wt(instance.get_typed_func(&mut store, "kdns_abi_version")).context("export kdns_abi_version")?;
+        let got = wt(version.call(&mut store, ()))?;
+        if got != ABI_VERSION {
+            bail!("the wasm module speaks kdns ABI version {got}; this host speaks {ABI_VERSION}");
+        }
+        let memory = instance.get_memory(&mut store, "memory").context("export memory")?;
+        Ok(Slot {
+            alloc: wt(instance.get_typed_func(&mut store, "kdns_alloc")).context("export kdns_alloc")?,
+            free: wt(instance.get_typed_func(&mut store, "kdns_free")).context("export kdns_free")?,
+            configure: wt(instance.get_typed_func(&mut store, "kdns_configure")).context("export kdns_configure")?,
+            load: wt(instance.get_typed_func(&mut store, "kdns_load")).context("export kdns_load")?,
+            apply: wt(instance.get_typed_func(&mut store, "kdns_apply")).context("export kdns_apply")?,
+            resolve: wt(instance.get_typed_func(&mut store, "kdns_resolve")).context("export kdns_resolve")?,
+            store,
+            memory,
+        })
+    }
+
+    /// Copies `bytes` into a module buffer, runs `f` on it, and gives the buffer back.
+    fn with_buffer<T>(&mut self, bytes: &[u8], f: impl FnOnce(&mut Slot, i32, i32) -> wasmtime::Result<T>) -> Result<T, Trapped> {
+        let len = i32::try_from(bytes.len()).map_err(|_| Trapped(anyhow::anyhow!("message of {} bytes is too large", bytes.len())))?;
+        let ptr = self.alloc.call(&mut self.store, len).map_err(Trapped::from)?;
+        if ptr == 0 {
+            return Err(Trapped(anyhow::anyhow!("the module could not allocate {len} bytes")));
+        }
+        self.memory.write(&mut self.store, ptr as u32 as usize, bytes).map_err(|e| Trapped(anyhow::Error::from(e)))?;
+        let result = f(self, ptr, len).map_err(Trapped::from)?;
+        self.free.call(&mut self.store, (ptr, len)).map_err(Trapped::from)?;
+        Ok(result)
+    }
+
+    /// Runs configure/load/apply; `Ok(code)` is the module's return code.
+    fn input(&mut self, which: Input, bytes: &[u8], deadline: Duration) -> Result<i32, Trapped> {
+        self.store.set_epoch_deadline(ticks(deadline));
+        let func = match which {
+            Input::Configure => self.configure.clone(),
+            Input::Load => self.load.clone(),
+            Input::Apply => self.apply.clone(),
+        };
+        self.with_buffer(bytes, |s, ptr, len| func.call(&mut s.store, (ptr, len)))
+    }
+
+    fn resolve(&mut self, query: &[u8], max_udp: u16, deadline: Duration) -> Result<Option<Vec<u8>>, Trapped> {
+        self.store.set_epoch_deadline(ticks(deadline));
+        let packed = self.with_buffer(query, |s, ptr, len| s.resolve.call(&mut s.store, (ptr, len, i32::from(max_udp))))?;
+        if packed == 0 {
+            return Ok(None);
+        }
+        let (ptr, len) = ((packed as u64 >> 32) as usize, (packed as u64 & 0xffff_ffff) as usize);
+        let data = self.memory.data(&self.store);
+        let response = data.get(ptr..ptr.saturating_add(len)).ok_or_else(|| Trapped(anyhow::anyhow!("response outside the module's memory")))?;
+        Ok(Some(response.to_vec()))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Input {
+    Configure,
+    Load,
+    Apply,
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / TICK.as_millis()).max(2) as u64
+}
+
+pub struct WasmEngine {
+    runtime: Runtime,
+    module: Module,
+    limits: WasmLimits,
+    slots: Vec<Mutex<Option<Slot>>>,
+    next: AtomicUsize,
+    recovery: Mutex<Recovery>,
+    /// Queries that trapped or timed out (answered SERVFAIL).
+    pub traps: AtomicU64,
+    /// Instances rebuilt after a trap.
+    pub rebuilds: AtomicU64,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl WasmEngine {
+    /// Compiles `module_bytes` once and starts the instances with `config`.
+    pub fn new(module_bytes: &[u8], config: v1::Config, limits: WasmLimits) -> anyhow::Result<WasmEngine> {
+        let mut cfg = Config::new();
+        cfg.epoch_interruption(true);
+        let runtime = wt(Runtime::new(&cfg))?;
+        let module = wt(Module::new(&runtime, module_bytes)).context("compiling the wasm module")?;
+        let n = if limits.instances == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { limits.instances };
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let (runtime, stop) = (runtime.clone(), stop_ticker.clone());
+            std::thread::Builder::new().name("kdns-wasm-epoch".into()).spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    runtime.increment_epoch();
+                }
+            })?;
+        }
+        let recovery = Recovery { config: config.encode_to_vec(), ..Default::default() };
+        let mut slots = Vec::with_capacity(n);
+        for _ in 0..n {
+            slots.push(Mutex::new(Some(build_slot(&runtime, &module, &limits, &recovery)?)));
+        }
+        Ok(WasmEngine {
+            runtime,
+            module,
+            limits,
+            slots,
+            next: AtomicUsize::new(0),
+            recovery: Mutex::new(recovery),
+            traps: AtomicU64::new(0),
+            rebuilds: AtomicU64::new(0),
+            stop_ticker,
+        })
+    }
+
+    /// A new instance brought to the current state.
+    fn build_slot(&self) -> anyhow::Result<Slot> {
+        let recovery = self.recovery.lock().unwrap_or_else(|e| e.into_inner());
+        build_slot(&self.runtime, &self.module, &self.limits, &recovery)
+    }
+
+    /// Sends an input to every instance. The first instance's verdict decides: a rejected input
+    /// changes nothing anywhere (the module validates before it changes state).
+    fn broadcast(&self, which: Input, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut first = true;
+        for slot in &self.slots {
+            let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(instance) = guard.as_mut() else { continue }; // rebuilt later from recovery
+            match instance.input(which, bytes, self.limits.load_timeout) {
+                Ok(0) => {}
+                Ok(code) if first => bail!("the wasm module rejected the input (code {code}, see docs/abi.md)"),
+                Ok(code) => {
+                    tracing::error!(code, "wasm instance disagreed with the first; rebuilding it");
+                    *guard = None;
+                }
+                Err(Trapped(e)) => {
+                    tracing::error!(error = %format!("{e:#}"), "wasm instance trapped on input; rebuilding it");
+                    self.traps.fetch_add(1, Ordering::Relaxed);
+                    *guard = None;
+                    if first {
+                        return Err(e.context("the wasm module trapped on the input"));
+                    }
+                }
+            }
+            first = false;
+        }
+        Ok(())
+    }
+
+    fn rebuild(&self, guard: &mut Option<Slot>) -> Option<()> {
+        match self.build_slot() {
+            Ok(slot) => {
+                *guard = Some(slot);
+                self.rebuilds.fetch_add(1, Ordering::Relaxed);
+                Some(())
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "rebuilding a wasm instance failed");
+                None
+            }
+        }
+    }
+}
+
+/// A new instance brought to `recovery`'s state (config, snapshot, deltas).
+fn build_slot(runtime: &Runtime, module: &Module, limits: &WasmLimits, recovery: &Recovery) -> anyhow::Result<Slot> {
+    let mut slot = Slot::new(runtime, module, limits)?;
+    let load = limits.load_timeout;
+    check(slot.input(Input::Configure, &recovery.config, load), "config")?;
+    if let Some(snapshot) = &recovery.snapshot {
+        check(slot.input(Input::Load, snapshot, load), "snapshot")?;
+    }
+    for delta in &recovery.deltas {
+        check(slot.input(Input::Apply, delta, load), "delta")?;
+    }
+    Ok(slot)
+}
+
+fn check(r: Result<i32, Trapped>, what: &str) -> anyhow::Result<()> {
+    match r {
+        Ok(0) => Ok(()),
+        Ok(code) => bail!("replaying the {what} into a new instance failed (code {code})"),
+        Err(Trapped(e)) => Err(e.context(format!("replaying the {what} into a new instance trapped"))),
+    }
+}
+
+impl Engine for WasmEngine {
+    fn load(&self, snapshot: v1::Snapshot) -> anyhow::Result<()> {
+        let bytes = snapshot.encode_to_vec();
+        // Hold the recovery lock across the broadcast so a concurrent rebuild cannot replay a
+        // half-updated state.
+        let mut recovery = self.recovery.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = (recovery.snapshot.take(), std::mem::take(&mut recovery.deltas));
+        recovery.snapshot = Some(bytes.clone());
+        drop(recovery);
+        let result = self.broadcast(Input::Load, &bytes);
+        if result.is_err() {
+            let mut recovery = self.recovery.lock().unwrap_or_else(|e| e.into_inner());
+            (recovery.snapshot, recovery.deltas) = previous;
+        }
+        result
+    }
+
+    fn apply(&self, delta: v1::Delta) -> anyhow::Result<()> {
+        let bytes = delta.encode_to_vec();
+        self.recovery.lock().unwrap_or_else(|e| e.into_inner()).deltas.push(bytes.clone());
+        let result = self.broadcast(Input::Apply, &bytes);
+        if result.is_err() {
+            self.recovery.lock().unwrap_or_else(|e| e.into_inner()).deltas.pop();
+        }
+        result
+    }
+
+    fn resolve(&self, query: &[u8], max_udp: u16) -> Option<Vec<u8>> {
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        // Take a free instance if there is one; otherwise wait for ours.
+        let mut guard = (0..n)
+            .find_map(|i| self.slots[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| self.slots[start].lock().unwrap_or_else(|e| e.into_inner()));
+        if guard.is_none() {
+            self.rebuild(&mut guard)?;
+        }
+        let slot = guard.as_mut()?;
+        match slot.resolve(query, max_udp, self.limits.query_timeout) {
+            Ok(Some(response)) => Some(response),
+            // The module sends nothing for non-queries; anything else it did not answer fails.
+            Ok(None) => servfail(query),
+            Err(Trapped(e)) => {
+                self.traps.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %format!("{e:#}"), "wasm query trapped; answering SERVFAIL and rebuilding the instance");
+                *guard = None;
+                self.rebuild(&mut guard);
+                servfail(query)
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "wasm"
+    }
+}
+
+impl Drop for WasmEngine {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
