@@ -62,21 +62,30 @@ fn udp_exchange(addr: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn start_vector(dir: &TempDir, v: &vectors::Vector) -> Kdns {
+fn start_vector(dir: &TempDir, v: &vectors::Vector, engine: &str) -> Kdns {
     let file = dir.path(&format!("{}.yaml", v.name()));
     std::fs::write(&file, &v.cluster).unwrap();
     let mut args = v.flags();
-    args.extend(["--manifests".into(), file.display().to_string()]);
+    args.extend(["--manifests".into(), file.display().to_string(), "--engine".into(), engine.into()]);
     Kdns::start(&args)
 }
 
 #[test]
-fn every_vector_over_udp_and_tcp_with_dig() {
-    let dir = TempDir::new("vectors");
+fn every_vector_over_udp_and_tcp_with_dig_native_engine() {
+    every_vector_over_udp_and_tcp_with_dig("native");
+}
+
+#[test]
+fn every_vector_over_udp_and_tcp_with_dig_wasm_engine() {
+    every_vector_over_udp_and_tcp_with_dig("wasm");
+}
+
+fn every_vector_over_udp_and_tcp_with_dig(engine: &str) {
+    let dir = TempDir::new(&format!("vectors-{engine}"));
     let mut failures = Vec::new();
     let mut asked = 0;
     for v in vectors::load_all() {
-        let server = start_vector(&dir, &v);
+        let server = start_vector(&dir, &v, engine);
         for (i, case) in v.cases.iter().enumerate() {
             let (_, rtype) = case.name_and_type();
             let transfer = matches!(rtype.to_string().as_str(), "AXFR" | "IXFR");
@@ -96,8 +105,8 @@ fn every_vector_over_udp_and_tcp_with_dig() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {asked} failed:\n{}", failures.len(), failures.join("\n"));
-    println!("{asked} vector cases passed through the server (dig over UDP and TCP)");
+    assert!(failures.is_empty(), "{engine} engine: {} of {asked} failed:\n{}", failures.len(), failures.join("\n"));
+    println!("{asked} vector cases passed through the server with the {engine} engine (dig over UDP and TCP)");
 }
 
 const ONE_SERVICE: &str = "apiVersion: v1
