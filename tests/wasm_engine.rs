@@ -261,3 +261,44 @@ fn a_module_of_another_abi_version_is_a_clear_error_at_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("garbage.wasm"));
 }
+
+#[test]
+fn a_changed_plugin_file_is_swapped_in_without_dropping_queries() {
+    let dir = TempDir::new("swap");
+    let module = dir.path("plugin.wat");
+    std::fs::write(&module, MISBEHAVING_MODULE.replace("ABI", "1")).unwrap();
+    std::fs::write(dir.path("c.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n").unwrap();
+    let server = Kdns::start(&["--manifests".into(), dir.path("c.yaml").display().to_string(), "--plugin".into(), module.display().to_string()]);
+    let query = vectors::query_message(0x0303, "web.default.svc.cluster.local.", "A", None);
+    // The echoing module answers NOERROR; the real core answers NXDOMAIN (no such service).
+    assert_eq!(ask(server.udp, &query)[3] & 0x0f, 0);
+
+    // Ask continuously while the module is replaced; every query must be answered.
+    let addr = server.udp;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asker = {
+        let (stop, query) = (stop.clone(), query.clone());
+        std::thread::spawn(move || {
+            let mut rcodes = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                rcodes.push(ask(addr, &query)[3] & 0x0f);
+            }
+            rcodes
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let tmp = dir.path("plugin.wat.new");
+    std::fs::write(&tmp, EMBEDDED_MODULE).unwrap();
+    std::fs::rename(&tmp, &module).unwrap();
+    assert!(server.wait_for_log("swapped in", Duration::from_secs(20)).is_some(), "{}", server.logs().join("\n"));
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rcodes = asker.join().expect("no query went unanswered");
+    assert!(rcodes.first() == Some(&0) && rcodes.last() == Some(&3), "old module first, new one last: {rcodes:?}");
+    assert!(rcodes.iter().all(|r| *r == 0 || *r == 3), "only old or new answers: {rcodes:?}");
+
+    // A module of another ABI is rejected and the current one keeps serving.
+    std::fs::write(&module, MISBEHAVING_MODULE.replace("ABI", "2")).unwrap();
+    assert!(server.wait_for_log("rejected", Duration::from_secs(20)).is_some());
+    assert_eq!(ask(server.udp, &query)[3] & 0x0f, 3);
+}

@@ -176,11 +176,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (source, snapshot) = read_manifests(&args.manifests, &args.engine_args)?;
     let counts = cluster::counts(&snapshot);
+    let mut plugin_engine = None;
     let engine: Arc<dyn Engine> = match (args.engine, &args.plugin) {
         (EngineKind::Native, None) => Arc::new(NativeEngine::new(config)?),
         (_, Some(file)) => {
             let module = std::fs::read(file).with_context(|| format!("--plugin {}", file.display()))?;
-            Arc::new(WasmEngine::new(&module, config, WasmLimits::default()).with_context(|| format!("--plugin {}", file.display()))?)
+            let wasm = Arc::new(WasmEngine::new(&module, config, WasmLimits::default()).with_context(|| format!("--plugin {}", file.display()))?);
+            plugin_engine = Some((file.clone(), wasm.clone()));
+            wasm
         }
         (EngineKind::Wasm, None) => Arc::new(WasmEngine::new(EMBEDDED_MODULE, config, WasmLimits::default())?),
     };
@@ -196,6 +199,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let bound = server::start(engine.clone(), &dns).await?;
     tracing::info!(udp = %bound.udp, tcp = %bound.tcp, engine = engine.kind(), %load_ms, %counts, "kdns serving");
     let watcher = tokio::spawn(watch::watch(source, engine, snapshot));
+    if let Some((file, wasm)) = plugin_engine {
+        tokio::spawn(watch_plugin(file, wasm));
+    }
     tokio::select! {
         r = watcher => match r {
             Ok(Err(e)) => return Err(e.context("cannot watch the manifest files")),
@@ -204,6 +210,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
     Ok(())
+}
+
+/// Swaps a changed `--plugin` file in; a module that does not load is reported and the old one
+/// keeps serving.
+async fn watch_plugin(file: PathBuf, engine: Arc<WasmEngine>) {
+    let watched = vec![file.clone()];
+    let result = watch::watch_paths(watched, move || {
+        let (file, engine) = (file.clone(), engine.clone());
+        async move {
+            let started = Instant::now();
+            let swapped = std::fs::read(&file).map_err(anyhow::Error::from).and_then(|bytes| engine.replace_module(&bytes));
+            match swapped {
+                Ok(()) => tracing::info!(plugin = %file.display(), took_ms = %format!("{:.1}", started.elapsed().as_secs_f64() * 1e3), "swapped in the changed wasm module"),
+                Err(e) => tracing::error!(plugin = %file.display(), error = %format!("{e:#}"), "changed wasm module rejected; the previous one keeps serving"),
+            }
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::error!(error = %format!("{e:#}"), "cannot watch the --plugin file; changes to it will not be picked up");
+    }
 }
 
 async fn shutdown_signal() {

@@ -151,7 +151,10 @@ fn ticks(d: Duration) -> u64 {
 
 pub struct WasmEngine {
     runtime: Runtime,
-    module: Module,
+    /// The compiled module new instances come from; replaced by [`WasmEngine::replace_module`].
+    module: Mutex<Module>,
+    /// Serializes writers (load, apply, module replacement); queries never take it.
+    writer: Mutex<()>,
     limits: WasmLimits,
     slots: Vec<Mutex<Option<Slot>>>,
     next: AtomicUsize,
@@ -188,7 +191,8 @@ impl WasmEngine {
         }
         Ok(WasmEngine {
             runtime,
-            module,
+            module: Mutex::new(module),
+            writer: Mutex::new(()),
             limits,
             slots,
             next: AtomicUsize::new(0),
@@ -201,8 +205,30 @@ impl WasmEngine {
 
     /// A new instance brought to the current state.
     fn build_slot(&self) -> anyhow::Result<Slot> {
+        let module = self.module.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let recovery = self.recovery.lock().unwrap_or_else(|e| e.into_inner());
-        build_slot(&self.runtime, &self.module, &self.limits, &recovery)
+        build_slot(&self.runtime, &module, &self.limits, &recovery)
+    }
+
+    /// Swaps in another module without dropping queries: it is compiled and checked (ABI
+    /// version, the current config and snapshot load) before any instance changes; then each
+    /// instance is replaced in turn, a query in flight finishing on the old one. On error the
+    /// old module keeps serving.
+    pub fn replace_module(&self, module_bytes: &[u8]) -> anyhow::Result<()> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let module = wt(Module::new(&self.runtime, module_bytes)).context("compiling the wasm module")?;
+        let mut fresh = Vec::with_capacity(self.slots.len());
+        {
+            let recovery = self.recovery.lock().unwrap_or_else(|e| e.into_inner());
+            for _ in 0..self.slots.len() {
+                fresh.push(build_slot(&self.runtime, &module, &self.limits, &recovery)?);
+            }
+        }
+        *self.module.lock().unwrap_or_else(|e| e.into_inner()) = module;
+        for (slot, new) in self.slots.iter().zip(fresh) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
+        }
+        Ok(())
     }
 
     /// Sends an input to every instance. The first instance's verdict decides: a rejected input
@@ -272,6 +298,7 @@ fn check(r: Result<i32, Trapped>, what: &str) -> anyhow::Result<()> {
 
 impl Engine for WasmEngine {
     fn load(&self, snapshot: v1::Snapshot) -> anyhow::Result<()> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = snapshot.encode_to_vec();
         // Hold the recovery lock across the broadcast so a concurrent rebuild cannot replay a
         // half-updated state.
@@ -288,6 +315,7 @@ impl Engine for WasmEngine {
     }
 
     fn apply(&self, delta: v1::Delta) -> anyhow::Result<()> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = delta.encode_to_vec();
         self.recovery.lock().unwrap_or_else(|e| e.into_inner()).deltas.push(bytes.clone());
         let result = self.broadcast(Input::Apply, &bytes);

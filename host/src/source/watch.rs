@@ -55,9 +55,14 @@ pub fn describe_change(old: &v1::Snapshot, new: &v1::Snapshot) -> String {
     format!("services: {added} added, {removed} removed, {changed} changed{pods}{namespaces}")
 }
 
-/// Watches the source's files and loads each good new snapshot into `engine`. Runs until the
-/// process ends; returns an error only if the watch cannot be set up.
-pub async fn watch(mut source: ManifestSource, engine: Arc<dyn Engine>, mut current: v1::Snapshot) -> anyhow::Result<()> {
+/// Calls `on_change` (after a short quiet time) whenever one of `paths` changes: a file, or
+/// anything under a directory. Runs until the process ends; an error means the watch could not
+/// be set up.
+pub async fn watch_paths<F, Fut>(paths: Vec<PathBuf>, mut on_change: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
@@ -66,49 +71,64 @@ pub async fn watch(mut source: ManifestSource, engine: Arc<dyn Engine>, mut curr
             }
         }
     })?;
-    let files: Vec<PathBuf> = source.paths().to_vec();
-    for path in &files {
+    for path in &paths {
         if path.is_dir() {
             watcher.watch(path, RecursiveMode::Recursive)?;
         } else {
-            // Watch the directory: editors replace files by renaming over them.
+            // Watch the directory: editors and deploy tools replace files by renaming over them.
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
     }
-    let relevant = |changed: &Path| {
-        files.iter().any(|p| if p.is_dir() { changed.starts_with(p) } else { same_file(changed, p) })
-    };
-    while let Some(paths) = rx.recv().await {
-        if !paths.iter().any(|p| relevant(p)) {
+    let relevant = |changed: &Path| paths.iter().any(|p| if p.is_dir() { changed.starts_with(p) } else { same_file(changed, p) });
+    while let Some(changed) = rx.recv().await {
+        if !changed.iter().any(|p| relevant(p)) {
             continue;
         }
         tokio::time::sleep(DEBOUNCE).await;
         while rx.try_recv().is_ok() {}
-        let started = Instant::now();
-        let next = match source.read() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "manifest change rejected; still serving the last good snapshot");
-                continue;
-            }
-        };
-        let mut comparable = next.clone();
-        comparable.serial = current.serial;
-        if comparable == current {
-            continue;
-        }
-        let change = describe_change(&current, &next);
-        match engine.load(next.clone()) {
-            Ok(()) => {
-                tracing::info!(serial = next.serial, took_ms = %format!("{:.1}", started.elapsed().as_secs_f64() * 1e3), counts = %cluster::counts(&next), "reloaded manifests: {change}");
-                current = next;
-            }
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "snapshot rejected by the engine; still serving the last good one"),
-        }
+        on_change().await;
     }
     drop(watcher);
     Ok(())
+}
+
+/// Watches the source's files and loads each good new snapshot into `engine`.
+pub async fn watch(source: ManifestSource, engine: Arc<dyn Engine>, current: v1::Snapshot) -> anyhow::Result<()> {
+    let paths = source.paths().to_vec();
+    let state = Arc::new(tokio::sync::Mutex::new((source, current)));
+    watch_paths(paths, move || {
+        let (state, engine) = (state.clone(), engine.clone());
+        async move {
+            let mut guard = state.lock().await;
+            let (source, current) = &mut *guard;
+            reload(source, engine.as_ref(), current);
+        }
+    })
+    .await
+}
+
+/// Re-reads the manifests and, if they changed and are good, loads them.
+fn reload(source: &mut ManifestSource, engine: &dyn Engine, current: &mut v1::Snapshot) {
+    let started = Instant::now();
+    let next = match source.read() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "manifest change rejected; still serving the last good snapshot");
+            return;
+        }
+    };
+    if next.services == current.services && next.namespaces == current.namespaces && next.pods == current.pods {
+        return; // a touch, or an edit that changes nothing DNS sees
+    }
+    let change = describe_change(current, &next);
+    match engine.load(next.clone()) {
+        Ok(()) => {
+            tracing::info!(serial = next.serial, took_ms = %format!("{:.1}", started.elapsed().as_secs_f64() * 1e3), counts = %cluster::counts(&next), "reloaded manifests: {change}");
+            *current = next;
+        }
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "snapshot rejected by the engine; still serving the last good one"),
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
