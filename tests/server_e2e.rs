@@ -163,6 +163,24 @@ fn manifest_edits_change_answers_and_broken_edits_keep_the_last_good_snapshot() 
 }
 
 #[test]
+fn relative_manifest_paths_are_watched_too() {
+    let dir = TempDir::new("relative");
+    std::fs::create_dir(dir.path("m")).unwrap();
+    std::fs::write(dir.path("m/c.yaml"), ONE_SERVICE).unwrap();
+    std::fs::write(dir.path("single.yaml"), ONE_SERVICE.replace("name: web", "name: one")).unwrap();
+    let server = Kdns::start_in(&dir.0, &["--manifests".into(), "m".into(), "single.yaml".into()]);
+    std::fs::write(dir.path("m/c.yaml"), ONE_SERVICE.replace("10.96.0.20", "10.96.0.22")).unwrap();
+    std::fs::write(dir.path("single.yaml"), ONE_SERVICE.replace("name: web", "name: one").replace("10.96.0.20", "10.96.0.23")).unwrap();
+    let started = Instant::now();
+    while a_answers(server.udp, "web.default.svc.cluster.local.") != ["web.default.svc.cluster.local. 5 A 10.96.0.22"]
+        || a_answers(server.udp, "one.default.svc.cluster.local.") != ["one.default.svc.cluster.local. 5 A 10.96.0.23"]
+    {
+        assert!(started.elapsed() < Duration::from_secs(5), "edits under relative paths were not applied:\n{}", server.logs().join("\n"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn bad_input_at_start_is_a_clear_error_and_a_non_zero_exit() {
     let dir = TempDir::new("bad");
     let cases = [

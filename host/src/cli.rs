@@ -187,7 +187,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         (EngineKind::Wasm, None) => Arc::new(WasmEngine::new(EMBEDDED_MODULE, config, WasmLimits::default())?),
     };
-    engine.load(snapshot.clone())?;
+    let digest = watch::Digest::of(&snapshot);
+    engine.load(snapshot)?;
     let load_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3);
     let dns = DnsConfig {
         listen: args.listen,
@@ -198,7 +199,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let bound = server::start(engine.clone(), &dns).await?;
     tracing::info!(udp = %bound.udp, tcp = %bound.tcp, engine = engine.kind(), %load_ms, %counts, "kdns serving");
-    let watcher = tokio::spawn(watch::watch(source, engine, snapshot));
+    let watcher = tokio::spawn(watch::watch(source, engine, digest));
     if let Some((file, wasm)) = plugin_engine {
         tokio::spawn(watch_plugin(file, wasm));
     }

@@ -34,7 +34,20 @@ impl Kdns {
     }
 
     pub fn start_on(listen: &str, args: &[String]) -> Kdns {
-        let mut child = Command::new(kdns_bin())
+        Self::spawn(listen, args, None)
+    }
+
+    /// Like [`Kdns::start`], run from `cwd` (for relative paths).
+    pub fn start_in(cwd: &Path, args: &[String]) -> Kdns {
+        Self::spawn("127.0.0.1:0", args, Some(cwd))
+    }
+
+    fn spawn(listen: &str, args: &[String], cwd: Option<&Path>) -> Kdns {
+        let mut cmd = Command::new(kdns_bin());
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd
             .arg("serve")
             .args(["--listen", listen])
             .args(args)

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::hash::Hasher;
 use std::time::{Duration, Instant, SystemTime};
 
 use kdns_proto::v1;
@@ -42,17 +43,42 @@ impl ManifestSource {
     }
 }
 
-/// What a reload changed, for the log line.
-pub fn describe_change(old: &v1::Snapshot, new: &v1::Snapshot) -> String {
-    let key = |s: &v1::Service| (s.namespace.clone(), s.name.clone());
-    let before: BTreeMap<_, _> = old.services.iter().map(|s| (key(s), s)).collect();
-    let after: BTreeMap<_, _> = new.services.iter().map(|s| (key(s), s)).collect();
-    let added = after.keys().filter(|k| !before.contains_key(*k)).count();
-    let removed = before.keys().filter(|k| !after.contains_key(*k)).count();
-    let changed = after.iter().filter(|(k, s)| before.get(*k).is_some_and(|b| b != *s)).count();
-    let pods = if old.pods != new.pods { ", pods changed" } else { "" };
-    let namespaces = if old.namespaces != new.namespaces { ", namespaces changed" } else { "" };
-    format!("services: {added} added, {removed} removed, {changed} changed{pods}{namespaces}")
+/// A few bytes per service that tell whether, and where, two snapshots differ, so the watcher
+/// need not keep a second copy of the cluster to describe a reload.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Digest {
+    services: BTreeMap<(String, String), u64>,
+    namespaces: u64,
+    pods: u64,
+}
+
+fn hash_of(m: &impl prost::Message) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(&m.encode_to_vec());
+    h.finish()
+}
+
+impl Digest {
+    pub fn of(s: &v1::Snapshot) -> Digest {
+        let services = s.services.iter().map(|svc| ((svc.namespace.clone(), svc.name.clone()), hash_of(svc))).collect();
+        let namespaces = hash_of(&v1::Snapshot { namespaces: s.namespaces.clone(), ..Default::default() });
+        let pods = hash_of(&v1::Snapshot { pods: s.pods.clone(), ..Default::default() });
+        Digest { services, namespaces, pods }
+    }
+
+    /// What changed from `self` to `new`, for the log line; `None` when nothing DNS sees did.
+    pub fn describe_change(&self, new: &Digest) -> Option<String> {
+        if self == new {
+            return None;
+        }
+        let (before, after) = (&self.services, &new.services);
+        let added = after.keys().filter(|k| !before.contains_key(*k)).count();
+        let removed = before.keys().filter(|k| !after.contains_key(*k)).count();
+        let changed = after.iter().filter(|(k, h)| before.get(*k).is_some_and(|b| b != *h)).count();
+        let pods = if self.pods != new.pods { ", pods changed" } else { "" };
+        let namespaces = if self.namespaces != new.namespaces { ", namespaces changed" } else { "" };
+        Some(format!("services: {added} added, {removed} removed, {changed} changed{pods}{namespaces}"))
+    }
 }
 
 /// Calls `on_change` (after a short quiet time) whenever one of `paths` changes: a file, or
@@ -63,6 +89,8 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    // Events carry absolute paths; compare like with like.
+    let paths: Vec<PathBuf> = paths.into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
@@ -93,8 +121,9 @@ where
     Ok(())
 }
 
-/// Watches the source's files and loads each good new snapshot into `engine`.
-pub async fn watch(source: ManifestSource, engine: Arc<dyn Engine>, current: v1::Snapshot) -> anyhow::Result<()> {
+/// Watches the source's files and loads each good new snapshot into `engine`; `current` is the
+/// digest of the snapshot the engine holds.
+pub async fn watch(source: ManifestSource, engine: Arc<dyn Engine>, current: Digest) -> anyhow::Result<()> {
     let paths = source.paths().to_vec();
     let state = Arc::new(tokio::sync::Mutex::new((source, current)));
     watch_paths(paths, move || {
@@ -109,7 +138,7 @@ pub async fn watch(source: ManifestSource, engine: Arc<dyn Engine>, current: v1:
 }
 
 /// Re-reads the manifests and, if they changed and are good, loads them.
-fn reload(source: &mut ManifestSource, engine: &dyn Engine, current: &mut v1::Snapshot) {
+fn reload(source: &mut ManifestSource, engine: &dyn Engine, current: &mut Digest) {
     let started = Instant::now();
     let next = match source.read() {
         Ok(s) => s,
@@ -118,14 +147,14 @@ fn reload(source: &mut ManifestSource, engine: &dyn Engine, current: &mut v1::Sn
             return;
         }
     };
-    if next.services == current.services && next.namespaces == current.namespaces && next.pods == current.pods {
-        return; // a touch, or an edit that changes nothing DNS sees
-    }
-    let change = describe_change(current, &next);
-    match engine.load(next.clone()) {
+    let digest = Digest::of(&next);
+    // None: a touch, or an edit that changes nothing DNS sees.
+    let Some(change) = current.describe_change(&digest) else { return };
+    let (serial, counts) = (next.serial, cluster::counts(&next));
+    match engine.load(next) {
         Ok(()) => {
-            tracing::info!(serial = next.serial, took_ms = %format!("{:.1}", started.elapsed().as_secs_f64() * 1e3), counts = %cluster::counts(&next), "reloaded manifests: {change}");
-            *current = next;
+            tracing::info!(serial, took_ms = %format!("{:.1}", started.elapsed().as_secs_f64() * 1e3), %counts, "reloaded manifests: {change}");
+            *current = digest;
         }
         Err(e) => tracing::error!(error = %format!("{e:#}"), "snapshot rejected by the engine; still serving the last good one"),
     }
