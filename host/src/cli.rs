@@ -197,6 +197,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tcp_idle_timeout: Duration::from_secs(args.tcp_idle_timeout.max(1)),
         tcp_max_connections: args.tcp_max_connections,
     };
+    crate::release_freed_memory();
     let bound = server::start(engine.clone(), &dns).await?;
     tracing::info!(udp = %bound.udp, tcp = %bound.tcp, engine = engine.kind(), %load_ms, %counts, "kdns serving");
     let watcher = tokio::spawn(watch::watch(source, engine, digest));

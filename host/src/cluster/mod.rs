@@ -46,6 +46,14 @@ impl std::fmt::Display for Counts {
 }
 
 impl ClusterState {
+    /// Adds `other`'s objects, replacing objects with the same key.
+    pub fn merge(&mut self, other: ClusterState) {
+        self.namespaces.extend(other.namespaces);
+        self.services.extend(other.services);
+        self.slices.extend(other.slices);
+        self.pods.extend(other.pods);
+    }
+
     /// A namespace exists when a Namespace object names it or any object lives in it.
     pub fn all_namespaces(&self) -> BTreeSet<String> {
         let mut all = self.namespaces.clone();

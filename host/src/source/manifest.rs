@@ -59,13 +59,29 @@ fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> 
     Ok(())
 }
 
-/// Reads every manifest under `paths` into one cluster view.
+/// Reads every manifest under `paths` into one cluster view. Files are parsed on every core;
+/// they are merged in name order, so an object defined twice takes the later file's version.
 pub fn load(paths: &[PathBuf]) -> Result<(ClusterState, Vec<PathBuf>), ManifestError> {
     let files = list_files(paths)?;
-    let mut state = ClusterState::default();
-    for file in &files {
+    let read = |file: &PathBuf| -> Result<ClusterState, ManifestError> {
         let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Io { path: file.clone(), source })?;
-        read_text(&text, file, &mut state)?;
+        let mut part = ClusterState::default();
+        read_text(&text, file, &mut part)?;
+        Ok(part)
+    };
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(files.len()).max(1);
+    let parts: Vec<Result<ClusterState, ManifestError>> = if workers == 1 {
+        files.iter().map(read).collect()
+    } else {
+        let chunk = files.len().div_ceil(workers);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = files.chunks(chunk).map(|c| scope.spawn(move || c.iter().map(read).collect::<Vec<_>>())).collect();
+            handles.into_iter().flat_map(|h| h.join().expect("manifest parser thread")).collect()
+        })
+    };
+    let mut state = ClusterState::default();
+    for part in parts {
+        state.merge(part?);
     }
     Ok((state, files))
 }

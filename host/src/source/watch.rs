@@ -155,6 +155,7 @@ fn reload(source: &mut ManifestSource, engine: &dyn Engine, current: &mut Digest
         Ok(()) => {
             tracing::info!(serial, took_ms = %format!("{:.1}", started.elapsed().as_secs_f64() * 1e3), %counts, "reloaded manifests: {change}");
             *current = digest;
+            crate::release_freed_memory();
         }
         Err(e) => tracing::error!(error = %format!("{e:#}"), "snapshot rejected by the engine; still serving the last good one"),
     }
