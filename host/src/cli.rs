@@ -14,7 +14,8 @@ use kdns_proto::v1;
 use crate::cluster;
 use crate::engine::wasm::EMBEDDED_MODULE;
 use crate::engine::{Engine, NativeEngine, WasmEngine, WasmLimits};
-use crate::server::{self, DnsConfig};
+use crate::metrics::Metrics;
+use crate::server::{self, Cidr, DnsConfig, Handler};
 use crate::source::watch::{self, ManifestSource};
 
 #[derive(Parser, Debug)]
@@ -129,6 +130,13 @@ pub struct ServeArgs {
     /// Most TCP connections open at once.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub tcp_max_connections: usize,
+    /// Address for /health, /ready and /metrics (Prometheus).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http_listen: Option<SocketAddr>,
+    /// Clients (address or CIDR) allowed to transfer the zones over TCP (AXFR; IXFR gets a full
+    /// transfer). Everyone else is refused.
+    #[arg(long, num_args = 1.., value_name = "CIDR")]
+    pub transfer_to: Vec<Cidr>,
 }
 
 #[derive(Args, Debug)]
@@ -173,7 +181,9 @@ fn read_manifests(paths: &[PathBuf], engine_args: &EngineArgs) -> anyhow::Result
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.engine_args.config()?;
+    let zone_labels = server::handler::zone_labels(&config);
     let started = Instant::now();
+    use std::sync::atomic::AtomicBool;
     let (source, snapshot) = read_manifests(&args.manifests, &args.engine_args)?;
     let counts = cluster::counts(&snapshot);
     let mut plugin_engine = None;
@@ -188,6 +198,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (EngineKind::Wasm, None) => Arc::new(WasmEngine::new(EMBEDDED_MODULE, config, WasmLimits::default())?),
     };
     let digest = watch::Digest::of(&snapshot);
+    let metrics = Arc::new(Metrics::new());
+    metrics.loaded(snapshot.serial, counts);
     engine.load(snapshot)?;
     let load_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3);
     let dns = DnsConfig {
@@ -198,9 +210,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tcp_max_connections: args.tcp_max_connections,
     };
     crate::release_freed_memory();
-    let bound = server::start(engine.clone(), &dns).await?;
-    tracing::info!(udp = %bound.udp, tcp = %bound.tcp, engine = engine.kind(), %load_ms, %counts, "kdns serving");
-    let watcher = tokio::spawn(watch::watch(source, engine, digest));
+    let handler = Arc::new(Handler {
+        engine: engine.clone(),
+        metrics: args.http_listen.map(|_| metrics.clone()),
+        server: format!("dns://{}", args.listen),
+        zones: zone_labels,
+        transfer_to: args.transfer_to.clone(),
+    });
+    let bound = server::start(handler, &dns).await?;
+    let http = match args.http_listen {
+        Some(addr) => {
+            let ops = crate::http::Ops { metrics: metrics.clone(), engine: engine.clone(), ready: Arc::new(AtomicBool::new(true)) };
+            Some(crate::http::start(addr, ops).await?)
+        }
+        None => None,
+    };
+    let http = http.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+    tracing::info!(udp = %bound.udp, tcp = %bound.tcp, %http, engine = engine.kind(), %load_ms, %counts, "kdns serving");
+    let watcher = tokio::spawn(watch::watch(source, engine, digest, metrics));
     if let Some((file, wasm)) = plugin_engine {
         tokio::spawn(watch_plugin(file, wasm));
     }

@@ -5,6 +5,8 @@ pub mod cli;
 pub mod cluster;
 pub mod dig;
 pub mod engine;
+pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod source;
 

@@ -25,6 +25,8 @@ pub struct Kdns {
     logs: Arc<Mutex<Vec<String>>>,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The ops endpoint, when started with --http-listen.
+    pub http: Option<SocketAddr>,
 }
 
 impl Kdns {
@@ -69,12 +71,12 @@ impl Kdns {
         loop {
             let serving = logs.lock().unwrap().iter().find(|l| l.contains("kdns serving")).cloned();
             if let Some(line) = serving {
-                let field = |name: &str| -> SocketAddr {
-                    let start = line.find(&format!("{name}=")).expect("address in log") + name.len() + 1;
-                    line[start..].split_whitespace().next().unwrap().parse().expect("address parses")
+                let field = |name: &str| -> Option<SocketAddr> {
+                    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+                    line[start..].split_whitespace().next()?.parse().ok()
                 };
-                let (udp, tcp) = (field("udp"), field("tcp"));
-                return Kdns { child, logs, udp, tcp };
+                let (udp, tcp) = (field("udp").expect("udp address in log"), field("tcp").expect("tcp address in log"));
+                return Kdns { child, logs, udp, tcp, http: field("http") };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("kdns exited with {status} before serving:\n{}", logs.lock().unwrap().join("\n"));
@@ -160,4 +162,27 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("http connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the Prometheus sample whose name and labels contain all of `needles`.
+pub fn metric(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
 }

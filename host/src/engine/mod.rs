@@ -23,6 +23,15 @@ pub trait Engine: Send + Sync + 'static {
     fn resolve(&self, query: &[u8], max_udp: u16) -> Option<Vec<u8>>;
     /// A short name for logs and metrics.
     fn kind(&self) -> &'static str;
+    /// Every record of a served zone, SOA first (for zone transfers); `None` if the zone is
+    /// not served or the engine cannot list it.
+    fn zone_records(&self, _zone: &hickory_proto::rr::Name) -> Option<Vec<hickory_proto::rr::Record>> {
+        None
+    }
+    /// (traps, instance rebuilds) for engines that can trap.
+    fn trap_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// A SERVFAIL answer to `query` (its ID, opcode, RD and question echoed), for when an engine

@@ -53,4 +53,8 @@ impl Engine for NativeEngine {
     fn kind(&self) -> &'static str {
         "native"
     }
+
+    fn zone_records(&self, zone: &hickory_proto::rr::Name) -> Option<Vec<hickory_proto::rr::Record>> {
+        self.current.load().lookup().zone_records(zone)
+    }
 }

@@ -353,6 +353,10 @@ impl Engine for WasmEngine {
     fn kind(&self) -> &'static str {
         "wasm"
     }
+
+    fn trap_counts(&self) -> Option<(u64, u64)> {
+        Some((self.traps.load(Ordering::Relaxed), self.rebuilds.load(Ordering::Relaxed)))
+    }
 }
 
 impl Drop for WasmEngine {

@@ -1,5 +1,6 @@
 //! DNS over UDP and TCP on one address, answering from an [`Engine`].
 
+pub mod handler;
 pub mod tcp;
 pub mod udp;
 
@@ -7,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::Engine;
+pub use handler::{Cidr, Handler, Reply};
 
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
@@ -42,11 +43,11 @@ pub struct Bound {
 }
 
 /// Binds UDP and TCP sockets and spawns their tasks on the current tokio runtime.
-pub async fn start(engine: Arc<dyn Engine>, cfg: &DnsConfig) -> anyhow::Result<Bound> {
+pub async fn start(handler: Arc<Handler>, cfg: &DnsConfig) -> anyhow::Result<Bound> {
     let workers = if cfg.udp_workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.udp_workers };
-    let udp = udp::start(engine.clone(), cfg.listen, workers, cfg.max_udp)?;
+    let udp = udp::start(handler.clone(), cfg.listen, workers, cfg.max_udp)?;
     // Port 0: serve TCP on the port UDP got, so both transports share one address.
     let tcp_addr = SocketAddr::new(cfg.listen.ip(), udp.port());
-    let tcp = tcp::start(engine, tcp_addr, cfg.tcp_idle_timeout, cfg.tcp_max_connections).await?;
+    let tcp = tcp::start(handler, tcp_addr, cfg.tcp_idle_timeout, cfg.tcp_max_connections).await?;
     Ok(Bound { udp, tcp })
 }

@@ -12,9 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
-use crate::engine::Engine;
+use super::{Handler, Reply};
 
-pub async fn start(engine: Arc<dyn Engine>, addr: SocketAddr, idle: Duration, max_connections: usize) -> anyhow::Result<SocketAddr> {
+pub async fn start(handler: Arc<Handler>, addr: SocketAddr, idle: Duration, max_connections: usize) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on tcp {addr}"))?;
     let bound = listener.local_addr()?;
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
@@ -33,10 +33,10 @@ pub async fn start(engine: Arc<dyn Engine>, addr: SocketAddr, idle: Duration, ma
                 tracing::debug!(%peer, "tcp connection limit reached; closing");
                 continue; // dropping the stream closes it
             };
-            let engine = engine.clone();
+            let handler = handler.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(e) = connection(engine, stream, idle).await {
+                if let Err(e) = connection(handler, stream, peer, idle).await {
                     tracing::debug!(%peer, error = %e, "tcp connection ended");
                 }
             });
@@ -45,7 +45,7 @@ pub async fn start(engine: Arc<dyn Engine>, addr: SocketAddr, idle: Duration, ma
     Ok(bound)
 }
 
-async fn connection(engine: Arc<dyn Engine>, mut stream: TcpStream, idle: Duration) -> std::io::Result<()> {
+async fn connection(handler: Arc<Handler>, mut stream: TcpStream, peer: SocketAddr, idle: Duration) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(512);
     loop {
@@ -65,10 +65,16 @@ async fn connection(engine: Arc<dyn Engine>, mut stream: TcpStream, idle: Durati
             Ok(r) => r?,
             Err(_) => return Ok(()), // a message that never completes
         };
-        let Some(response) = engine.resolve(&buf, kdns_core::STREAM) else { continue };
-        let mut out = Vec::with_capacity(response.len() + 2);
-        out.extend_from_slice(&(response.len() as u16).to_be_bytes());
-        out.extend_from_slice(&response);
+        let responses = match handler.handle(&buf, kdns_core::STREAM, "tcp", peer) {
+            Reply::None => continue,
+            Reply::One(r) => vec![r],
+            Reply::Many(rs) => rs,
+        };
+        let mut out = Vec::new();
+        for response in responses {
+            out.extend_from_slice(&(response.len() as u16).to_be_bytes());
+            out.extend_from_slice(&response);
+        }
         match timeout(idle, stream.write_all(&out)).await {
             Ok(r) => r?,
             Err(_) => return Ok(()), // the client stopped reading

@@ -7,7 +7,7 @@ use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use crate::engine::Engine;
+use super::{Handler, Reply};
 
 /// The largest datagram read; bigger ones are cut and then fail to parse (FORMERR).
 const RECV_BUFFER: usize = 65535;
@@ -24,7 +24,7 @@ fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
 }
 
 /// Binds `workers` sockets on `addr` and spawns a task for each; returns the bound address.
-pub fn start(engine: Arc<dyn Engine>, addr: SocketAddr, workers: usize, max_udp: u16) -> anyhow::Result<SocketAddr> {
+pub fn start(handler: Arc<Handler>, addr: SocketAddr, workers: usize, max_udp: u16) -> anyhow::Result<SocketAddr> {
     let first = bind(addr).with_context(|| format!("cannot listen on udp {addr}"))?;
     let bound = first.local_addr()?;
     let mut sockets = vec![first];
@@ -32,12 +32,12 @@ pub fn start(engine: Arc<dyn Engine>, addr: SocketAddr, workers: usize, max_udp:
         sockets.push(bind(bound).with_context(|| format!("cannot listen on udp {bound}"))?);
     }
     for socket in sockets {
-        tokio::spawn(serve(engine.clone(), socket, max_udp));
+        tokio::spawn(serve(handler.clone(), socket, max_udp));
     }
     Ok(bound)
 }
 
-async fn serve(engine: Arc<dyn Engine>, socket: UdpSocket, max_udp: u16) {
+async fn serve(handler: Arc<Handler>, socket: UdpSocket, max_udp: u16) {
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
         let (len, peer) = match socket.recv_from(&mut buf).await {
@@ -48,7 +48,8 @@ async fn serve(engine: Arc<dyn Engine>, socket: UdpSocket, max_udp: u16) {
                 continue;
             }
         };
-        let Some(response) = engine.resolve(&buf[..len], max_udp) else { continue };
+        // Zone transfers need TCP; over UDP the engine refuses them.
+        let Reply::One(response) = handler.handle(&buf[..len], max_udp, "udp", peer) else { continue };
         if let Err(e) = socket.send_to(&response, peer).await {
             tracing::debug!(error = %e, %peer, "udp send failed");
         }

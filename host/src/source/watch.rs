@@ -14,6 +14,7 @@ use notify::{RecursiveMode, Watcher};
 use super::manifest::{self, ManifestError};
 use crate::cluster::{self, BuildOptions};
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 
 /// Quiet time after a file event before re-reading, so an editor's burst of writes is one reload.
 const DEBOUNCE: Duration = Duration::from_millis(40);
@@ -123,26 +124,27 @@ where
 
 /// Watches the source's files and loads each good new snapshot into `engine`; `current` is the
 /// digest of the snapshot the engine holds.
-pub async fn watch(source: ManifestSource, engine: Arc<dyn Engine>, current: Digest) -> anyhow::Result<()> {
+pub async fn watch(source: ManifestSource, engine: Arc<dyn Engine>, current: Digest, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let paths = source.paths().to_vec();
     let state = Arc::new(tokio::sync::Mutex::new((source, current)));
     watch_paths(paths, move || {
-        let (state, engine) = (state.clone(), engine.clone());
+        let (state, engine, metrics) = (state.clone(), engine.clone(), metrics.clone());
         async move {
             let mut guard = state.lock().await;
             let (source, current) = &mut *guard;
-            reload(source, engine.as_ref(), current);
+            reload(source, engine.as_ref(), current, &metrics);
         }
     })
     .await
 }
 
 /// Re-reads the manifests and, if they changed and are good, loads them.
-fn reload(source: &mut ManifestSource, engine: &dyn Engine, current: &mut Digest) {
+fn reload(source: &mut ManifestSource, engine: &dyn Engine, current: &mut Digest, metrics: &Metrics) {
     let started = Instant::now();
     let next = match source.read() {
         Ok(s) => s,
         Err(e) => {
+            metrics.reload_errors.inc();
             tracing::error!(error = %e, "manifest change rejected; still serving the last good snapshot");
             return;
         }
@@ -155,9 +157,13 @@ fn reload(source: &mut ManifestSource, engine: &dyn Engine, current: &mut Digest
         Ok(()) => {
             tracing::info!(serial, took_ms = %format!("{:.1}", started.elapsed().as_secs_f64() * 1e3), %counts, "reloaded manifests: {change}");
             *current = digest;
+            metrics.loaded(serial, counts);
             crate::release_freed_memory();
         }
-        Err(e) => tracing::error!(error = %format!("{e:#}"), "snapshot rejected by the engine; still serving the last good one"),
+        Err(e) => {
+            metrics.apply_errors.inc();
+            tracing::error!(error = %format!("{e:#}"), "snapshot rejected by the engine; still serving the last good one")
+        }
     }
 }
 

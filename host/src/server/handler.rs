@@ -1,0 +1,233 @@
+//! What both transports do with a message: count it, hand it to the engine, serve zone
+//! transfers to allowed clients.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+use crate::engine::Engine;
+use crate::metrics::{DurationLabels, Metrics, RequestLabels, ResponseLabels, SizeLabels, TypeLabel};
+
+/// An allowed network for zone transfers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| format!("{s:?} is not an address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?}: prefix length must be 0-{max}"))?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What a server sends back: nothing, one message, or (a zone transfer over TCP) several.
+pub enum Reply {
+    None,
+    One(Vec<u8>),
+    Many(Vec<Vec<u8>>),
+}
+
+pub struct Handler {
+    pub engine: Arc<dyn Engine>,
+    pub metrics: Option<Arc<Metrics>>,
+    /// `dns://ADDR:PORT`, the `server` label.
+    pub server: String,
+    /// Served zones, lowercase with the trailing dot, for the `zone` label.
+    pub zones: Vec<String>,
+    /// Clients allowed to transfer the zones (AXFR; IXFR is answered with a full transfer).
+    pub transfer_to: Vec<Cidr>,
+}
+
+/// Most records in one transfer message (well under 64 KiB for cluster records).
+const TRANSFER_CHUNK: usize = 400;
+
+impl Handler {
+    pub fn handle(&self, query: &[u8], max_udp: u16, proto: &'static str, peer: SocketAddr) -> Reply {
+        let started = Instant::now();
+        let question = question(query);
+        let transfer = matches!(question.as_ref().map(|q| q.1), Some(252 | 251));
+        let reply = if transfer && proto == "tcp" && self.transfer_to.iter().any(|c| c.contains(peer.ip())) {
+            self.transfer(query)
+        } else {
+            match self.engine.resolve(query, max_udp) {
+                Some(r) => Reply::One(r),
+                None => Reply::None,
+            }
+        };
+        if let (Some(m), Some((qname, qtype))) = (&self.metrics, question) {
+            let first = match &reply {
+                Reply::One(r) => Some(r.as_slice()),
+                Reply::Many(rs) => rs.first().map(Vec::as_slice),
+                Reply::None => None,
+            };
+            if let Some(response) = first {
+                self.record(m, &qname, qtype, query.len(), response, proto, peer, started);
+            }
+        }
+        reply
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(&self, m: &Metrics, qname: &str, qtype: u16, query_len: usize, response: &[u8], proto: &'static str, peer: SocketAddr, started: Instant) {
+        let zone = self.zones.iter().find(|z| qname.ends_with(z.as_str()) && (qname.len() == z.len() || qname.as_bytes()[qname.len() - z.len() - 1] == b'.'));
+        let zone = zone.cloned().unwrap_or_else(|| ".".into());
+        let rtype = RecordType::from(qtype).to_string();
+        let family = if peer.is_ipv4() || matches!(peer.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()) { "1" } else { "2" };
+        m.requests.get_or_create(&RequestLabels { server: self.server.clone(), zone: zone.clone(), proto, family, kind: TypeLabel { r#type: rtype.clone() } }).inc();
+        let rcode = rcode_name(response.get(3).map_or(2, |b| b & 0x0f));
+        m.responses.get_or_create(&ResponseLabels { server: self.server.clone(), zone: zone.clone(), rcode }).inc();
+        m.duration.get_or_create(&DurationLabels { server: self.server.clone(), zone: zone.clone(), r#type: rtype }).observe(started.elapsed().as_secs_f64());
+        let size = SizeLabels { server: self.server.clone(), zone, proto };
+        m.request_size.get_or_create(&size).observe(query_len as f64);
+        m.response_size.get_or_create(&size).observe(response.len() as f64);
+    }
+
+    /// A full zone transfer (RFC 5936): SOA, every record, SOA, in as many messages as needed.
+    fn transfer(&self, query: &[u8]) -> Reply {
+        let Ok(request) = Message::from_vec(query) else { return self.refuse(query) };
+        let Some(q) = request.queries.first() else { return self.refuse(query) };
+        let Some(records) = self.engine.zone_records(q.name()) else { return self.refuse(query) };
+        let soa = records[0].clone();
+        let mut all = records;
+        all.push(soa);
+        let mut messages = Vec::new();
+        for chunk in all.chunks(TRANSFER_CHUNK) {
+            let mut m = Message::new(request.id, MessageType::Response, OpCode::Query);
+            m.metadata.authoritative = true;
+            m.metadata.recursion_desired = request.recursion_desired;
+            if messages.is_empty() {
+                m.queries = request.queries.clone();
+            }
+            m.answers = chunk.to_vec();
+            match m.to_vec() {
+                Ok(bytes) => messages.push(bytes),
+                Err(_) => return self.refuse(query),
+            }
+        }
+        Reply::Many(messages)
+    }
+
+    fn refuse(&self, query: &[u8]) -> Reply {
+        match self.engine.resolve(query, 0) {
+            Some(r) => Reply::One(r),
+            None => Reply::None,
+        }
+    }
+}
+
+/// The question's name (lowercase, with the trailing dot) and type, read without a full parse.
+pub fn question(msg: &[u8]) -> Option<(String, u16)> {
+    if msg.len() < 12 || msg[2] & 0x80 != 0 || u16::from_be_bytes([msg[4], msg[5]]) != 1 {
+        return None;
+    }
+    let mut name = String::new();
+    let mut i = 12;
+    loop {
+        let len = *msg.get(i)? as usize;
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        if len > 63 || name.len() + len > 254 {
+            return None;
+        }
+        for b in msg.get(i..i + len)? {
+            name.push(b.to_ascii_lowercase() as char);
+        }
+        name.push('.');
+        i += len;
+    }
+    if name.is_empty() {
+        name.push('.');
+    }
+    let qtype = u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?]);
+    Some((name, qtype))
+}
+
+fn rcode_name(code: u8) -> String {
+    let name = match code {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        _ => return ResponseCode::from_low(code).to_string().to_uppercase(),
+    };
+    name.into()
+}
+
+/// The zone names for the `zone` label: the configured zones and the reverse zones.
+pub fn zone_labels(config: &kdns_proto::v1::Config) -> Vec<String> {
+    let mut zones: Vec<String> = if config.zones.is_empty() { vec![kdns_core::config::DEFAULT_ZONE.into()] } else { config.zones.clone() };
+    if config.reverse_zones.is_empty() {
+        zones.extend(["in-addr.arpa".into(), "ip6.arpa".into()]);
+    } else {
+        zones.extend(config.reverse_zones.iter().cloned());
+    }
+    let mut zones: Vec<String> = zones.into_iter().map(|z| format!("{}.", z.trim_end_matches('.').to_ascii_lowercase())).collect();
+    zones.sort_by_key(|z| std::cmp::Reverse(z.len()));
+    zones
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let net: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let host: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(host.contains("127.0.0.1".parse().unwrap()));
+        assert!(!host.contains("127.0.0.2".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nonsense".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn question_is_read_from_the_wire() {
+        let q = [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'W', b'e', b'b', 5, b'l', b'o', b'c', b'a', b'l', 0, 0, 28, 0, 1];
+        assert_eq!(question(&q), Some(("web.local.".into(), 28)));
+        assert_eq!(question(&q[..20]), None);
+    }
+}

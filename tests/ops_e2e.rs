@@ -1,0 +1,96 @@
+//! Operations features through the binary: health, readiness and metrics over HTTP, zone
+//! transfers to allowed clients only.
+
+use std::process::Command;
+
+use kdns_tests::server::{Kdns, dig, http_get, kdns_bin, metric};
+use kdns_tests::vectors::Observed;
+
+fn examples() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples").display().to_string()
+}
+
+#[test]
+fn health_ready_and_metrics_count_what_was_asked() {
+    let server = Kdns::start(&["--manifests".into(), examples(), "--http-listen".into(), "127.0.0.1:0".into()]);
+    let http = server.http.expect("http address in the start line");
+    assert_eq!(http_get(http, "/health"), (200, "OK".into()));
+    assert_eq!(http_get(http, "/ready").0, 200);
+    assert_eq!(http_get(http, "/nope").0, 404);
+
+    for _ in 0..3 {
+        assert!(dig(server.udp, "catalog.shop.svc.cluster.local.", "A", &["+noedns"]).contains("status: NOERROR"));
+    }
+    for _ in 0..2 {
+        assert!(dig(server.udp, "missing.shop.svc.cluster.local.", "A", &["+noedns"]).contains("status: NXDOMAIN"));
+    }
+    assert!(dig(server.tcp, "_pg._tcp.db.data.svc.cluster.local.", "SRV", &["+tcp", "+noedns"]).contains("status: NOERROR"));
+    assert!(dig(server.udp, "www.example.com.", "A", &["+noedns"]).contains("status: REFUSED"));
+
+    let (status, text) = http_get(http, "/metrics");
+    assert_eq!(status, 200);
+    let get = |name: &str, needles: &[&str]| metric(&text, name, needles).unwrap_or_else(|| panic!("{name} {needles:?} missing in:\n{text}"));
+    assert_eq!(get("kdns_dns_requests_total", &["zone=\"cluster.local.\"", "proto=\"udp\"", "type=\"A\"", "family=\"1\""]), 5.0);
+    assert_eq!(get("kdns_dns_requests_total", &["proto=\"tcp\"", "type=\"SRV\""]), 1.0);
+    assert_eq!(get("kdns_dns_requests_total", &["zone=\".\""]), 1.0);
+    assert_eq!(get("kdns_dns_responses_total", &["rcode=\"NXDOMAIN\""]), 2.0);
+    assert_eq!(get("kdns_dns_responses_total", &["rcode=\"NOERROR\""]), 4.0);
+    assert_eq!(get("kdns_dns_responses_total", &["rcode=\"REFUSED\""]), 1.0);
+    assert_eq!(get("kdns_dns_request_duration_seconds_count", &["type=\"A\""]), 6.0);
+    assert_eq!(get("kdns_dns_response_size_bytes_count", &["proto=\"udp\""]), 6.0);
+    assert_eq!(get("kdns_services", &[]), 5.0);
+    assert_eq!(get("kdns_endpoints", &[]), 5.0);
+    assert!(get("kdns_snapshot_generation", &[]) > 1.0e9, "the serial is a timestamp");
+    assert!(get("kdns_snapshot_age_seconds", &[]) >= 0.0);
+    assert_eq!(get("kdns_reload_errors_total", &[]), 0.0);
+}
+
+#[test]
+fn wasm_traps_are_exported() {
+    let server = Kdns::start(&["--manifests".into(), examples(), "--engine".into(), "wasm".into(), "--http-listen".into(), "127.0.0.1:0".into()]);
+    let (_, text) = http_get(server.http.unwrap(), "/metrics");
+    assert_eq!(metric(&text, "kdns_wasm_traps", &["engine=\"wasm\""]), Some(0.0), "{text}");
+}
+
+#[test]
+fn zone_transfer_to_allowed_clients_only() {
+    let server = Kdns::start(&["--manifests".into(), examples(), "--transfer-to".into(), "127.0.0.1/32".into()]);
+    let export = Command::new(kdns_bin()).args(["export-zone", "--manifests", &examples()]).output().unwrap();
+    let zone_records = String::from_utf8_lossy(&export.stdout).lines().filter(|l| !l.starts_with([';', '$'])).count();
+
+    // Allowed: SOA, every record, SOA.
+    let axfr = dig(server.tcp, "cluster.local.", "AXFR", &["+nocmd", "+nostats"]);
+    let lines: Vec<&str> = axfr.lines().filter(|l| !l.starts_with(';') && !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), zone_records + 1, "{axfr}");
+    assert!(lines.first().unwrap().contains("SOA") && lines.last().unwrap().contains("SOA"));
+    assert!(axfr.contains("db-1.db.data.svc.cluster.local."));
+    let ptr = dig(server.tcp, "in-addr.arpa.", "AXFR", &["+nocmd", "+nostats"]);
+    assert!(ptr.contains("PTR"), "{ptr}");
+
+    // IXFR is answered with the full zone.
+    let ixfr = dig(server.tcp, "cluster.local.", "IXFR=1", &["+nocmd", "+nostats"]);
+    assert!(ixfr.contains("db-1.db.data.svc.cluster.local."), "{ixfr}");
+
+    // Refused: another source address, and plain UDP.
+    let refused = dig(server.tcp, "cluster.local.", "AXFR", &["-b", "127.0.0.2", "+nocmd"]);
+    assert!(refused.contains("Transfer failed") || refused.contains("REFUSED"), "{refused}");
+    assert!(!refused.contains("db-1.db.data"));
+    // (dig always transfers over TCP, so ask over UDP by hand.)
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
+    sock.send_to(&kdns_tests::vectors::query_message(7, "cluster.local.", "AXFR", None), server.udp).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(Observed::from_message(&m).rcode, "REFUSED");
+    assert!(m.answers.is_empty());
+}
+
+#[test]
+fn zone_transfer_is_refused_without_transfer_to() {
+    let server = Kdns::start(&["--manifests".into(), examples()]);
+    let out = dig(server.tcp, "cluster.local.", "AXFR", &["+nocmd"]);
+    assert!(out.contains("Transfer failed") || out.contains("REFUSED"), "{out}");
+    let seen = Observed::from_dig(&dig(server.tcp, "cluster.local.", "SOA", &["+tcp"])).unwrap();
+    assert_eq!(seen.rcode, "NOERROR");
+}
