@@ -94,3 +94,50 @@ fn zone_transfer_is_refused_without_transfer_to() {
     let seen = Observed::from_dig(&dig(server.tcp, "cluster.local.", "SOA", &["+tcp"])).unwrap();
     assert_eq!(seen.rcode, "NOERROR");
 }
+
+const COREFILE: &str = ".:53 {
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        pods insecure
+        endpoint_pod_names
+        ttl 30
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    forward . /etc/resolv.conf
+}
+";
+
+#[test]
+fn a_corefile_kubernetes_block_carries_over_and_flags_override_it() {
+    let dir = kdns_tests::server::TempDir::new("corefile");
+    let corefile = dir.path("Corefile");
+    std::fs::write(&corefile, COREFILE).unwrap();
+    let config = corefile.display().to_string();
+    let server = Kdns::start(&["--manifests".into(), examples(), "--config".into(), config.clone()]);
+    let a = |name: &str| Observed::from_dig(&dig(server.udp, name, "A", &["+noedns"])).unwrap();
+    assert_eq!(a("catalog.shop.svc.cluster.local.").answer, ["catalog.shop.svc.cluster.local. 30 A 10.96.12.34"]);
+    assert_eq!(a("catalog-5d8f9-aaaaa.catalog.shop.svc.cluster.local.").answer, ["catalog-5d8f9-aaaaa.catalog.shop.svc.cluster.local. 30 A 10.244.1.7"]);
+    assert_eq!(a("10-1-2-3.shop.pod.cluster.local.").answer, ["10-1-2-3.shop.pod.cluster.local. 30 A 10.1.2.3"]);
+    drop(server);
+
+    let server = Kdns::start(&["--manifests".into(), examples(), "--config".into(), config, "--ttl".into(), "7".into(), "--pods".into(), "disabled".into()]);
+    let seen = Observed::from_dig(&dig(server.udp, "catalog.shop.svc.cluster.local.", "A", &["+noedns"])).unwrap();
+    assert_eq!(seen.answer, ["catalog.shop.svc.cluster.local. 7 A 10.96.12.34"]);
+    let seen = Observed::from_dig(&dig(server.udp, "10-1-2-3.shop.pod.cluster.local.", "A", &["+noedns"])).unwrap();
+    assert_eq!(seen.rcode, "NXDOMAIN");
+}
+
+#[test]
+fn a_bad_corefile_option_is_an_error_with_its_line() {
+    let dir = kdns_tests::server::TempDir::new("badcorefile");
+    let corefile = dir.path("Corefile");
+    std::fs::write(&corefile, COREFILE.replace("ttl 30", "ttl thirty")).unwrap();
+    let out = Command::new(kdns_bin()).args(["serve", "--listen", "127.0.0.1:0", "--manifests", &examples(), "--config"]).arg(&corefile).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Corefile:6") && err.contains("thirty"), "{err}");
+    std::fs::write(&corefile, COREFILE.replace("ttl 30", "upstream 10.0.0.1")).unwrap();
+    let out = Command::new(kdns_bin()).args(["query", "--manifests", &examples(), "x.cluster.local", "--config"]).arg(&corefile).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Corefile:6: unknown option `upstream`"));
+}

@@ -48,58 +48,92 @@ pub enum EngineKind {
     Wasm,
 }
 
-/// Settings of the DNS engine, shared by every command.
+/// Settings of the DNS engine, shared by every command. Flags override `--config`.
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
-    /// Zone to serve (repeatable); the first is the primary zone.
+    /// A Corefile (or just its `kubernetes` block) to take zones, ttl, pods,
+    /// endpoint_pod_names, noendpoints, ignore empty_service, fallthrough and namespaces from.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Zone to serve (repeatable); the first is the primary zone [default: cluster.local].
     #[arg(long = "zone", value_name = "ZONE")]
     pub zones: Vec<String>,
     /// TTL of the records, 0-3600 seconds [default: 5].
     #[arg(long, value_name = "SECONDS")]
     pub ttl: Option<u32>,
-    /// Answers for <dashed-ip>.<namespace>.pod.<zone> names.
-    #[arg(long, value_enum, default_value = "disabled")]
-    pub pods: PodsMode,
+    /// Answers for <dashed-ip>.<namespace>.pod.<zone> names [default: disabled].
+    #[arg(long, value_enum)]
+    pub pods: Option<PodsMode>,
     /// Name endpoints without a hostname after their pod.
     #[arg(long)]
     pub endpoint_pod_names: bool,
-    /// The Service whose name is the NS target and whose ClusterIPs are its glue.
-    #[arg(long, value_name = "NAMESPACE/NAME", default_value = "kube-system/kube-dns")]
-    pub ns_service: String,
+    /// The Service whose name is the NS target and whose ClusterIPs are its glue
+    /// [default: kube-system/kube-dns].
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub ns_service: Option<String>,
+}
+
+/// The engine config and the host settings that came with it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: v1::Config,
+    /// Zones whose NXDOMAIN answers may go on to an upstream (`fallthrough`).
+    pub fallthrough: Option<Vec<String>>,
 }
 
 impl EngineArgs {
-    pub fn config(&self) -> anyhow::Result<v1::Config> {
-        let (namespace, name) = self
-            .ns_service
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let block = match &self.config {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).with_context(|| format!("--config {}", file.display()))?;
+                crate::corefile::parse(&text, file)?
+            }
+            None => crate::corefile::KubernetesBlock::default(),
+        };
+        let ns_service = self.ns_service.clone().unwrap_or_else(|| "kube-system/kube-dns".into());
+        let (namespace, name) = ns_service
             .split_once('/')
             .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
-            .with_context(|| format!("--ns-service {:?}: expected NAMESPACE/NAME", self.ns_service))?;
-        if let Some(ttl) = self.ttl {
+            .with_context(|| format!("--ns-service {ns_service:?}: expected NAMESPACE/NAME"))?;
+        let ttl = self.ttl.or(block.ttl);
+        if let Some(ttl) = ttl {
             if ttl > kdns_core::config::MAX_TTL {
                 bail!("--ttl {ttl}: must be between 0 and {}", kdns_core::config::MAX_TTL);
             }
         }
+        let pods = match (self.pods, block.pods.as_deref()) {
+            (Some(p), _) => p,
+            (None, Some("insecure")) => PodsMode::Insecure,
+            (None, Some("verified")) => PodsMode::Verified,
+            (None, _) => PodsMode::Disabled,
+        };
         let config = v1::Config {
-            zones: self.zones.clone(),
-            ttl: self.ttl,
-            pod_mode: match self.pods {
+            zones: if self.zones.is_empty() { block.zones } else { self.zones.clone() },
+            reverse_zones: block.reverse_zones,
+            ttl,
+            pod_mode: match pods {
                 PodsMode::Disabled => v1::PodMode::Disabled,
                 PodsMode::Insecure => v1::PodMode::Insecure,
                 PodsMode::Verified => v1::PodMode::Verified,
             } as i32,
-            endpoint_pod_names: self.endpoint_pod_names,
+            endpoint_pod_names: self.endpoint_pod_names || block.endpoint_pod_names,
+            no_endpoints: block.noendpoints,
+            ignore_empty_service: block.ignore_empty_service,
             ns_service: Some(v1::ServiceKey { namespace: namespace.into(), name: name.into() }),
-            ..Default::default()
+            namespaces: block.namespaces,
         };
         // Reject bad zones here, with the flag's name, rather than deep in an engine.
         kdns_core::Resolver::new(config.clone()).map_err(|e| anyhow::anyhow!("--zone: {e}"))?;
-        Ok(config)
+        Ok(Settings { config, fallthrough: block.fallthrough })
     }
 
-    fn include_pods(&self) -> bool {
-        self.pods == PodsMode::Verified
+    pub fn config(&self) -> anyhow::Result<v1::Config> {
+        Ok(self.settings()?.config)
     }
+}
+
+fn include_pods(config: &v1::Config) -> bool {
+    config.pod_mode == v1::PodMode::Verified as i32
 }
 
 #[derive(Args, Debug)]
@@ -173,8 +207,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn read_manifests(paths: &[PathBuf], engine_args: &EngineArgs) -> anyhow::Result<(ManifestSource, v1::Snapshot)> {
-    let mut source = ManifestSource::new(paths.to_vec(), true, engine_args.include_pods());
+fn read_manifests(paths: &[PathBuf], config: &v1::Config) -> anyhow::Result<(ManifestSource, v1::Snapshot)> {
+    let mut source = ManifestSource::new(paths.to_vec(), true, include_pods(config));
     let snapshot = source.read()?;
     Ok((source, snapshot))
 }
@@ -184,7 +218,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let zone_labels = server::handler::zone_labels(&config);
     let started = Instant::now();
     use std::sync::atomic::AtomicBool;
-    let (source, snapshot) = read_manifests(&args.manifests, &args.engine_args)?;
+    let (source, snapshot) = read_manifests(&args.manifests, &config)?;
     let counts = cluster::counts(&snapshot);
     let mut plugin_engine = None;
     let engine: Arc<dyn Engine> = match (args.engine, &args.plugin) {
@@ -304,7 +338,7 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
         None => RecordType::A,
     };
     let config = args.engine_args.config()?;
-    let (_, snapshot) = read_manifests(&paths, &args.engine_args)?;
+    let (_, snapshot) = read_manifests(&paths, &config)?;
     let mut resolver = kdns_core::Resolver::new(config)?;
     resolver.load(snapshot)?;
     let mut m = Message::new(0, MessageType::Query, OpCode::Query);
@@ -318,14 +352,14 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
 
 fn export_zone(args: ExportArgs) -> anyhow::Result<()> {
     let config = args.engine_args.config()?;
-    let (_, snapshot) = read_manifests(&args.manifests, &args.engine_args)?;
+    let (_, snapshot) = read_manifests(&args.manifests, &config)?;
     let mut resolver = kdns_core::Resolver::new(config.clone())?;
     resolver.load(snapshot)?;
     let origin = args.origin.clone().or_else(|| config.zones.first().cloned()).unwrap_or_else(|| kdns_core::config::DEFAULT_ZONE.into());
     let mut zone = Name::from_ascii(&origin).with_context(|| format!("--origin {origin:?} is not a domain name"))?;
     zone.set_fqdn(true);
     let records = resolver.lookup().zone_records(&zone).with_context(|| format!("{zone} is not a zone kdns serves (see --zone)"))?;
-    if args.engine_args.pods == PodsMode::Insecure {
+    if config.pod_mode == v1::PodMode::Insecure as i32 {
         eprintln!("kdns: note: pods insecure answers any dashed IP; those names cannot be listed");
     }
     let mut out = String::new();

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod corefile;
 pub mod dig;
 pub mod engine;
 pub mod http;
