@@ -45,9 +45,24 @@ pub struct Bound {
 /// Binds UDP and TCP sockets and spawns their tasks on the current tokio runtime.
 pub async fn start(handler: Arc<Handler>, cfg: &DnsConfig) -> anyhow::Result<Bound> {
     let workers = if cfg.udp_workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.udp_workers };
-    let udp = udp::start(handler.clone(), cfg.listen, workers, cfg.max_udp)?;
-    // Port 0: serve TCP on the port UDP got, so both transports share one address.
-    let tcp_addr = SocketAddr::new(cfg.listen.ip(), udp.port());
-    let tcp = tcp::start(handler, tcp_addr, cfg.tcp_idle_timeout, cfg.tcp_max_connections).await?;
-    Ok(Bound { udp, tcp })
+    // With port 0, UDP picks the port and TCP must get the same one; another program may hold
+    // it for TCP, so try a few ports.
+    let attempts = if cfg.listen.port() == 0 { 20 } else { 1 };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let sockets = udp::bind_all(cfg.listen, workers)?;
+        let udp_addr = sockets[0].local_addr()?;
+        let tcp_addr = SocketAddr::new(cfg.listen.ip(), udp_addr.port());
+        match tcp::bind(tcp_addr).await {
+            Ok(listener) => {
+                let tcp = listener.local_addr()?;
+                udp::serve_all(handler.clone(), sockets, cfg.max_udp);
+                tcp::serve(handler, listener, cfg.tcp_idle_timeout, cfg.tcp_max_connections);
+                return Ok(Bound { udp: udp_addr, tcp });
+            }
+            Err(e) if attempt < attempts && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(anyhow::Error::from(e).context(format!("cannot listen on tcp {tcp_addr}"))),
+        }
+    }
 }

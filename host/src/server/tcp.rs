@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -14,9 +13,12 @@ use tokio::time::timeout;
 
 use super::{Handler, Reply};
 
-pub async fn start(handler: Arc<Handler>, addr: SocketAddr, idle: Duration, max_connections: usize) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on tcp {addr}"))?;
-    let bound = listener.local_addr()?;
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Accepts connections on `listener`, each served by its own task.
+pub fn serve(handler: Arc<Handler>, listener: TcpListener, idle: Duration, max_connections: usize) {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     tokio::spawn(async move {
         loop {
@@ -42,7 +44,6 @@ pub async fn start(handler: Arc<Handler>, addr: SocketAddr, idle: Duration, max_
             });
         }
     });
-    Ok(bound)
 }
 
 async fn connection(handler: Arc<Handler>, mut stream: TcpStream, peer: SocketAddr, idle: Duration) -> std::io::Result<()> {

@@ -23,18 +23,22 @@ fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     Ok(UdpSocket::from_std(socket.into())?)
 }
 
-/// Binds `workers` sockets on `addr` and spawns a task for each; returns the bound address.
-pub fn start(handler: Arc<Handler>, addr: SocketAddr, workers: usize, max_udp: u16) -> anyhow::Result<SocketAddr> {
+/// Binds `workers` sockets on `addr` (SO_REUSEPORT); the first one's address is the bound one.
+pub fn bind_all(addr: SocketAddr, workers: usize) -> anyhow::Result<Vec<UdpSocket>> {
     let first = bind(addr).with_context(|| format!("cannot listen on udp {addr}"))?;
     let bound = first.local_addr()?;
     let mut sockets = vec![first];
     for _ in 1..workers.max(1) {
         sockets.push(bind(bound).with_context(|| format!("cannot listen on udp {bound}"))?);
     }
+    Ok(sockets)
+}
+
+/// Spawns a task for each socket.
+pub fn serve_all(handler: Arc<Handler>, sockets: Vec<UdpSocket>, max_udp: u16) {
     for socket in sockets {
         tokio::spawn(serve(handler.clone(), socket, max_udp));
     }
-    Ok(bound)
 }
 
 async fn serve(handler: Arc<Handler>, socket: UdpSocket, max_udp: u16) {
