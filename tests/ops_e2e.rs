@@ -141,3 +141,55 @@ fn a_bad_corefile_option_is_an_error_with_its_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Corefile:6: unknown option `upstream`"));
 }
+
+#[test]
+fn upstream_forwarding_external_names_fallthrough_and_tcp_retry() {
+    let dir = kdns_tests::server::TempDir::new("upstream");
+    // The upstream: another DNS server on loopback, serving example.com and cluster.local.
+    let mut big = String::from("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: big-1, namespace: web, labels: {kubernetes.io/service-name: big}}\naddressType: IPv4\nendpoints:\n");
+    for i in 1..=100 {
+        big.push_str(&format!("- {{addresses: [10.60.0.{i}], conditions: {{ready: true}}}}\n"));
+    }
+    std::fs::write(
+        dir.path("upstream.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: www, namespace: web}}\nspec: {{clusterIP: 10.50.0.1}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: only-upstream, namespace: default}}\nspec: {{clusterIP: 10.50.0.2}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: big, namespace: web}}\nspec: {{clusterIP: None}}\n---\n{big}"
+        ),
+    )
+    .unwrap();
+    let upstream = Kdns::start(&["--manifests".into(), dir.path("upstream.yaml").display().to_string(), "--zone".into(), "example.com".into(), "--zone".into(), "cluster.local".into()]);
+
+    // kdns, with a dead upstream first and the live one second.
+    std::fs::write(dir.path("main.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: default}\nspec: {type: ExternalName, externalName: www.web.svc.example.com}\n").unwrap();
+    std::fs::write(dir.path("Corefile"), "kubernetes cluster.local in-addr.arpa ip6.arpa {\n  fallthrough\n}\n").unwrap();
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed on drop
+    let server = Kdns::start(&[
+        "--manifests".into(),
+        dir.path("main.yaml").display().to_string(),
+        "--config".into(),
+        dir.path("Corefile").display().to_string(),
+        "--upstream".into(),
+        dead.to_string(),
+        upstream.udp.to_string(),
+    ]);
+    let ask = |name: &str, opts: &[&str]| Observed::from_dig(&dig(server.udp, name, "A", opts)).unwrap();
+
+    // A name outside the zones is forwarded.
+    let out = ask("www.web.svc.example.com.", &["+noedns"]);
+    assert_eq!(out.rcode, "NOERROR");
+    assert_eq!(out.answer, ["www.web.svc.example.com. 5 A 10.50.0.1"]);
+    // An ExternalName to a name outside the zones gets the target's records after the CNAME.
+    let out = ask("ext.default.svc.cluster.local.", &["+noedns"]);
+    assert_eq!(out.answer, ["ext.default.svc.cluster.local. 5 CNAME www.web.svc.example.com.", "www.web.svc.example.com. 5 A 10.50.0.1"]);
+    // fallthrough: NXDOMAIN here, the upstream knows the name.
+    let out = ask("only-upstream.default.svc.cluster.local.", &["+noedns"]);
+    assert_eq!(out.answer, ["only-upstream.default.svc.cluster.local. 5 A 10.50.0.2"]);
+    // A large upstream answer: TC over UDP, complete over TCP (dig retries as a client would).
+    let truncated = ask("big.web.svc.example.com.", &["+noedns", "+ignore"]);
+    assert!(truncated.flags.contains(&"tc".to_string()), "{truncated:?}");
+    let full = Observed::from_dig(&dig(server.udp, "big.web.svc.example.com.", "A", &["+noedns"])).unwrap();
+    assert_eq!(full.answer.len(), 100);
+    assert!(server.logs().iter().any(|l| l.contains("upstream failed") && l.contains(&dead.to_string())));
+}

@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod source;
+pub mod upstream;
 
 /// Hands memory freed by a reload back to the operating system. glibc keeps freed blocks in
 /// per-thread arenas; after parsing a large manifest set that garbage would otherwise stay

@@ -55,11 +55,31 @@ impl Cidr {
     }
 }
 
-/// What a server sends back: nothing, one message, or (a zone transfer over TCP) several.
+/// What a server sends back: nothing, one message, (a zone transfer over TCP) several, or
+/// what the upstreams make of it (the server awaits [`Handler::finish`] off its receive loop).
 pub enum Reply {
     None,
     One(Vec<u8>),
     Many(Vec<Vec<u8>>),
+    Upstream(Job),
+}
+
+/// Work for the upstreams, with the engine's own answer to fall back on.
+pub struct Job {
+    kind: JobKind,
+    query: Vec<u8>,
+    fallback: Vec<u8>,
+    max_size: usize,
+    proto: &'static str,
+    peer: SocketAddr,
+    started: Instant,
+}
+
+enum JobKind {
+    /// Outside the zones, or NXDOMAIN in a fallthrough zone: the upstream answers instead.
+    Forward,
+    /// An ExternalName CNAME to a name outside the zones: add the target's records.
+    Chase,
 }
 
 pub struct Handler {
@@ -71,6 +91,9 @@ pub struct Handler {
     pub zones: Vec<String>,
     /// Clients allowed to transfer the zones (AXFR; IXFR is answered with a full transfer).
     pub transfer_to: Vec<Cidr>,
+    pub upstreams: Option<Arc<crate::upstream::Upstreams>>,
+    /// `fallthrough` zones (lowercase, trailing dot); an empty list means every zone.
+    pub fallthrough: Option<Vec<String>>,
 }
 
 /// Most records in one transfer message (well under 64 KiB for cluster records).
@@ -85,27 +108,87 @@ impl Handler {
             self.transfer(query)
         } else {
             match self.engine.resolve(query, max_udp) {
-                Some(r) => Reply::One(r),
+                Some(r) => match (&self.upstreams, &question) {
+                    (Some(_), Some((qname, qtype))) => match self.upstream_job(qname, *qtype, &r) {
+                        Some(kind) => {
+                            let max_size = if max_udp == 0 { 65535 } else { usize::from(max_udp) };
+                            return Reply::Upstream(Job { kind, query: query.to_vec(), fallback: r, max_size, proto, peer, started });
+                        }
+                        None => Reply::One(r),
+                    },
+                    _ => Reply::One(r),
+                },
                 None => Reply::None,
             }
         };
+        self.record_reply(query, &reply, proto, peer, started);
+        reply
+    }
+
+    /// Whether the upstreams have something to add to the engine's `response`.
+    fn upstream_job(&self, qname: &str, qtype: u16, response: &[u8]) -> Option<JobKind> {
+        let (flags, rcode, answers) = (response[2], response[3] & 0x0f, u16::from_be_bytes([response[6], response[7]]));
+        let authoritative = flags & 0x04 != 0;
+        match rcode {
+            5 if !authoritative && self.zone_of(qname).is_none() && !matches!(qtype, 251 | 252) => Some(JobKind::Forward),
+            3 if self.falls_through(qname) => Some(JobKind::Forward),
+            0 if answers > 0 && matches!(qtype, 1 | 28) => Some(JobKind::Chase),
+            _ => None,
+        }
+    }
+
+    fn falls_through(&self, qname: &str) -> bool {
+        match &self.fallthrough {
+            None => false,
+            Some(zones) if zones.is_empty() => true,
+            Some(zones) => zones.iter().any(|z| in_zone(qname, z)),
+        }
+    }
+
+    fn zone_of(&self, qname: &str) -> Option<&String> {
+        self.zones.iter().find(|z| in_zone(qname, z))
+    }
+
+    /// Completes an upstream job; the answer to send, if any.
+    pub async fn finish(&self, job: Job) -> Option<Vec<u8>> {
+        let upstreams = self.upstreams.as_ref()?;
+        let answer = match job.kind {
+            JobKind::Forward => match upstreams.exchange(&job.query).await {
+                Ok(a) if a.len() <= job.max_size => a,
+                // Too big for the client's UDP buffer: tell it to come back over TCP.
+                Ok(_) => truncated(&job.query).unwrap_or(job.fallback),
+                Err(_) => crate::engine::servfail(&job.query).unwrap_or(job.fallback),
+            },
+            JobKind::Chase => {
+                let in_zones = |n: &hickory_proto::rr::Name| self.zone_of(&n.to_lowercase().to_ascii()).is_some();
+                upstreams.chase_cname(&job.fallback, in_zones, job.max_size).await.unwrap_or(job.fallback)
+            }
+        };
+        let reply = Reply::One(answer);
+        self.record_reply(&job.query, &reply, job.proto, job.peer, job.started);
+        match reply {
+            Reply::One(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn record_reply(&self, query: &[u8], reply: &Reply, proto: &'static str, peer: SocketAddr, started: Instant) {
+        let question = question(query);
         if let (Some(m), Some((qname, qtype))) = (&self.metrics, question) {
             let first = match &reply {
                 Reply::One(r) => Some(r.as_slice()),
                 Reply::Many(rs) => rs.first().map(Vec::as_slice),
-                Reply::None => None,
+                Reply::None | Reply::Upstream(_) => None,
             };
             if let Some(response) = first {
                 self.record(m, &qname, qtype, query.len(), response, proto, peer, started);
             }
         }
-        reply
     }
 
     #[allow(clippy::too_many_arguments)]
     fn record(&self, m: &Metrics, qname: &str, qtype: u16, query_len: usize, response: &[u8], proto: &'static str, peer: SocketAddr, started: Instant) {
-        let zone = self.zones.iter().find(|z| qname.ends_with(z.as_str()) && (qname.len() == z.len() || qname.as_bytes()[qname.len() - z.len() - 1] == b'.'));
-        let zone = zone.cloned().unwrap_or_else(|| ".".into());
+        let zone = self.zone_of(qname).cloned().unwrap_or_else(|| ".".into());
         let rtype = RecordType::from(qtype).to_string();
         let family = if peer.is_ipv4() || matches!(peer.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()) { "1" } else { "2" };
         m.requests.get_or_create(&RequestLabels { server: self.server.clone(), zone: zone.clone(), proto, family, kind: TypeLabel { r#type: rtype.clone() } }).inc();
@@ -148,6 +231,21 @@ impl Handler {
             None => Reply::None,
         }
     }
+}
+
+/// Whether `name` is `zone` or below it (both lowercase with the trailing dot).
+fn in_zone(name: &str, zone: &str) -> bool {
+    zone == "." || (name.ends_with(zone) && (name.len() == zone.len() || name.as_bytes()[name.len() - zone.len() - 1] == b'.'))
+}
+
+/// An empty answer with TC set, echoing the question.
+fn truncated(query: &[u8]) -> Option<Vec<u8>> {
+    let request = Message::from_vec(query).ok()?;
+    let mut m = Message::new(request.id, MessageType::Response, request.op_code);
+    m.metadata.recursion_desired = request.recursion_desired;
+    m.metadata.truncation = true;
+    m.queries = request.queries;
+    m.to_vec().ok()
 }
 
 /// The question's name (lowercase, with the trailing dot) and type, read without a full parse.

@@ -70,6 +70,10 @@ async fn connection(handler: Arc<Handler>, mut stream: TcpStream, peer: SocketAd
             Reply::None => continue,
             Reply::One(r) => vec![r],
             Reply::Many(rs) => rs,
+            Reply::Upstream(job) => match handler.finish(job).await {
+                Some(r) => vec![r],
+                None => continue,
+            },
         };
         let mut out = Vec::new();
         for response in responses {

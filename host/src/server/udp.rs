@@ -42,6 +42,7 @@ pub fn serve_all(handler: Arc<Handler>, sockets: Vec<UdpSocket>, max_udp: u16) {
 }
 
 async fn serve(handler: Arc<Handler>, socket: UdpSocket, max_udp: u16) {
+    let socket = Arc::new(socket);
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
         let (len, peer) = match socket.recv_from(&mut buf).await {
@@ -52,8 +53,21 @@ async fn serve(handler: Arc<Handler>, socket: UdpSocket, max_udp: u16) {
                 continue;
             }
         };
-        // Zone transfers need TCP; over UDP the engine refuses them.
-        let Reply::One(response) = handler.handle(&buf[..len], max_udp, "udp", peer) else { continue };
+        let response = match handler.handle(&buf[..len], max_udp, "udp", peer) {
+            Reply::One(r) => r,
+            // Waiting on an upstream must not hold up this socket's other queries.
+            Reply::Upstream(job) => {
+                let (handler, socket) = (handler.clone(), socket.clone());
+                tokio::spawn(async move {
+                    if let Some(r) = handler.finish(job).await {
+                        let _ = socket.send_to(&r, peer).await;
+                    }
+                });
+                continue;
+            }
+            // Zone transfers need TCP; over UDP the engine refuses them.
+            Reply::None | Reply::Many(_) => continue,
+        };
         if let Err(e) = socket.send_to(&response, peer).await {
             tracing::debug!(error = %e, %peer, "udp send failed");
         }
