@@ -193,3 +193,36 @@ fn upstream_forwarding_external_names_fallthrough_and_tcp_retry() {
     assert_eq!(full.answer.len(), 100);
     assert!(server.logs().iter().any(|l| l.contains("upstream failed") && l.contains(&dead.to_string())));
 }
+
+fn deploy_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+#[test]
+fn deploy_manifests_validate_against_the_kubernetes_schema() {
+    let files: Vec<_> = ["kdns.yaml", "rbac.yaml"].iter().map(|f| deploy_dir().join(f)).collect();
+    let run = |files: &[std::path::PathBuf]| {
+        Command::new("kubernetes-validate").args(["--strict", "--quiet", "-k", "1.33.0"]).args(files).output().expect("kubernetes-validate runs (tests/setup installs it)")
+    };
+    let out = run(&files);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The check can fail: an unknown field is rejected.
+    let dir = kdns_tests::server::TempDir::new("deploy");
+    let bad = dir.path("bad.yaml");
+    std::fs::write(&bad, std::fs::read_to_string(&files[0]).unwrap().replace("replicas: 2", "replicas: 2\n  replicaz: 2")).unwrap();
+    assert!(!run(&[bad]).status.success());
+}
+
+#[test]
+fn the_deployed_corefile_is_accepted_by_kdns() {
+    // The ConfigMap's Corefile, as the pod mounts it.
+    let text = std::fs::read_to_string(deploy_dir().join("kdns.yaml")).unwrap();
+    let start = text.find("  Corefile: |\n").expect("Corefile in the ConfigMap") + "  Corefile: |\n".len();
+    let corefile: String = text[start..].lines().take_while(|l| l.starts_with("    ")).map(|l| format!("{}\n", &l[4..])).collect();
+    let dir = kdns_tests::server::TempDir::new("deploycore");
+    std::fs::write(dir.path("Corefile"), corefile).unwrap();
+    let out = Command::new(kdns_bin()).args(["query", "--manifests", &examples(), "10-1-2-3.shop.pod.cluster.local", "--config"]).arg(dir.path("Corefile")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = Observed::from_dig(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(seen.answer, ["10-1-2-3.shop.pod.cluster.local. 30 A 10.1.2.3"]);
+}

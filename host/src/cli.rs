@@ -171,11 +171,11 @@ pub struct ServeArgs {
     /// transfer). Everyone else is refused.
     #[arg(long, num_args = 1.., value_name = "CIDR")]
     pub transfer_to: Vec<Cidr>,
-    /// Resolvers (IP or IP:PORT) for names outside the served zones, ExternalName targets
-    /// outside them, and `fallthrough` zones. Without it those names are REFUSED and an
-    /// ExternalName answer is the CNAME alone.
-    #[arg(long, num_args = 1.., value_name = "ADDR", value_parser = crate::upstream::parse_addr)]
-    pub upstream: Vec<SocketAddr>,
+    /// Resolvers (IP, IP:PORT, or a resolv.conf path) for names outside the served zones,
+    /// ExternalName targets outside them, and `fallthrough` zones. Without it those names are
+    /// REFUSED and an ExternalName answer is the CNAME alone.
+    #[arg(long, num_args = 1.., value_name = "ADDR")]
+    pub upstream: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -220,6 +220,7 @@ fn read_manifests(paths: &[PathBuf], config: &v1::Config) -> anyhow::Result<(Man
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.engine_args.settings()?;
+    let upstreams = crate::upstream::resolve_args(&args.upstream)?;
     let config = settings.config.clone();
     let zone_labels = server::handler::zone_labels(&config);
     let started = Instant::now();
@@ -256,7 +257,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server: format!("dns://{}", args.listen),
         zones: zone_labels,
         transfer_to: args.transfer_to.clone(),
-        upstreams: (!args.upstream.is_empty()).then(|| Arc::new(crate::upstream::Upstreams::new(args.upstream.clone()))),
+        upstreams: (!upstreams.is_empty()).then(|| Arc::new(crate::upstream::Upstreams::new(upstreams))),
         fallthrough: settings.fallthrough.map(|zones| zones.iter().map(|z| format!("{}.", z.trim_end_matches('.'))).collect()),
     });
     let bound = server::start(handler, &dns).await?;

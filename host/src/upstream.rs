@@ -34,7 +34,31 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
-    s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)).map_err(|_| format!("{s:?} is not IP or IP:PORT"))
+    s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)).map_err(|_| format!("{s:?} is not IP, IP:PORT or a resolv.conf path"))
+}
+
+/// The upstream addresses of `--upstream` values: each an address, or (starting with `/`) a
+/// resolv.conf whose `nameserver` lines are used, as CoreDNS's `forward . /etc/resolv.conf`.
+pub fn resolve_args(values: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for v in values {
+        if v.starts_with('/') {
+            let text = std::fs::read_to_string(v).with_context(|| format!("--upstream {v}"))?;
+            let found: Vec<SocketAddr> = text
+                .lines()
+                .filter_map(|l| l.split_whitespace().collect::<Vec<_>>().get(..2).map(|w| (w[0], w[1])))
+                .filter(|(k, _)| *k == "nameserver")
+                .filter_map(|(_, a)| parse_addr(a.split('%').next().unwrap_or(a)).ok())
+                .collect();
+            if found.is_empty() {
+                bail!("--upstream {v}: no nameserver lines");
+            }
+            out.extend(found);
+        } else {
+            out.push(parse_addr(v).map_err(|e| anyhow::anyhow!("--upstream {e}"))?);
+        }
+    }
+    Ok(out)
 }
 
 impl Upstreams {
@@ -135,4 +159,23 @@ async fn exchange_tcp(addr: SocketAddr, query: &[u8]) -> anyhow::Result<Vec<u8>>
         Ok(answer)
     };
     timeout(TRY_TIMEOUT, work).await.context("no answer over TCP")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_values() {
+        assert_eq!(parse_addr("10.0.0.1").unwrap(), "10.0.0.1:53".parse().unwrap());
+        assert_eq!(parse_addr("10.0.0.1:5353").unwrap(), "10.0.0.1:5353".parse().unwrap());
+        assert_eq!(parse_addr("[fd00::1]:54").unwrap(), "[fd00::1]:54".parse().unwrap());
+        assert!(parse_addr("resolver.example").is_err());
+        let file = std::env::temp_dir().join(format!("kdns-resolv-{}.conf", std::process::id()));
+        std::fs::write(&file, "# comment\nsearch default.svc.cluster.local\nnameserver 10.0.0.1\nnameserver fe80::1%eth0\noptions ndots:5\n").unwrap();
+        let got = resolve_args(&[file.display().to_string(), "10.0.0.9".into()]).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(got, ["10.0.0.1:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap(), "10.0.0.9:53".parse().unwrap()]);
+        assert!(resolve_args(&["/nonexistent/resolv.conf".into()]).is_err());
+    }
 }

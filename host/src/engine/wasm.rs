@@ -20,6 +20,9 @@ pub const EMBEDDED_MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kdn
 /// The ABI version this host speaks.
 pub const ABI_VERSION: i32 = 1;
 
+/// The largest DNS message (TCP's 16-bit length).
+const QUERY_BUFFER: usize = 65535;
+
 /// How often the epoch advances; call deadlines are counted in these ticks.
 const TICK: Duration = Duration::from_millis(5);
 
@@ -52,6 +55,9 @@ struct Recovery {
 struct Slot {
     store: Store<StoreLimits>,
     memory: Memory,
+    /// A buffer allocated once in the module for queries (at most 64 KiB), so a query costs
+    /// one call into the module rather than three (alloc, resolve, free).
+    query_buf: i32,
     alloc: TypedFunc<i32, i32>,
     free: TypedFunc<(i32, i32), ()>,
     configure: TypedFunc<(i32, i32), i32>,
@@ -89,8 +95,14 @@ impl Slot {
             bail!("the wasm module speaks kdns ABI version {got}; this host speaks {ABI_VERSION}");
         }
         let memory = instance.get_memory(&mut store, "memory").context("export memory")?;
+        let alloc: TypedFunc<i32, i32> = wt(instance.get_typed_func(&mut store, "kdns_alloc")).context("export kdns_alloc")?;
+        let query_buf = wt(alloc.call(&mut store, QUERY_BUFFER as i32))?;
+        if query_buf == 0 {
+            bail!("the wasm module could not allocate a {QUERY_BUFFER}-byte query buffer");
+        }
         Ok(Slot {
-            alloc: wt(instance.get_typed_func(&mut store, "kdns_alloc")).context("export kdns_alloc")?,
+            query_buf,
+            alloc,
             free: wt(instance.get_typed_func(&mut store, "kdns_free")).context("export kdns_free")?,
             configure: wt(instance.get_typed_func(&mut store, "kdns_configure")).context("export kdns_configure")?,
             load: wt(instance.get_typed_func(&mut store, "kdns_load")).context("export kdns_load")?,
@@ -127,7 +139,9 @@ impl Slot {
 
     fn resolve(&mut self, query: &[u8], max_udp: u16, deadline: Duration) -> Result<Option<Vec<u8>>, Trapped> {
         self.store.set_epoch_deadline(ticks(deadline));
-        let packed = self.with_buffer(query, |s, ptr, len| s.resolve.call(&mut s.store, (ptr, len, i32::from(max_udp))))?;
+        let query = &query[..query.len().min(QUERY_BUFFER)];
+        self.memory.write(&mut self.store, self.query_buf as u32 as usize, query).map_err(|e| Trapped(anyhow::Error::from(e)))?;
+        let packed = self.resolve.call(&mut self.store, (self.query_buf, query.len() as i32, i32::from(max_udp)))?;
         if packed == 0 {
             return Ok(None);
         }
