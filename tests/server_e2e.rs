@@ -5,62 +5,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use kdns_tests::cases::{run_case_raw_tcp, run_case_with_dig, tcp_exchange, udp_exchange};
 use kdns_tests::server::{Kdns, TempDir, dig, kdns_bin};
-use kdns_tests::vectors::{self, Case, Observed};
-
-/// Asks one case with dig over UDP or TCP and compares.
-fn run_case_with_dig(server: &Kdns, case: &Case, tcp: bool) -> Result<(), String> {
-    let (name, rtype) = case.name_and_type();
-    let mut opts: Vec<String> = vec!["+nocookie".into()];
-    match case.edns {
-        Some(size) => opts.push(format!("+bufsize={size}")),
-        None => opts.push("+noedns".into()),
-    }
-    let addr = if tcp {
-        opts.push("+tcp".into());
-        server.tcp
-    } else {
-        // Report TC as received instead of retrying over TCP.
-        opts.push("+ignore".into());
-        server.udp
-    };
-    let opt_refs: Vec<&str> = opts.iter().map(String::as_str).collect();
-    let out = dig(addr, &name.to_ascii(), &rtype.to_string(), &opt_refs);
-    let seen = Observed::from_dig(&out)?;
-    let mut errs = Vec::new();
-    case.compare(&seen, &mut errs);
-    if errs.is_empty() { Ok(()) } else { Err(format!("{}\n--- dig output ---\n{out}", errs.join("; "))) }
-}
-
-/// Asks one case over a raw TCP socket (for zone transfers, which dig reports differently).
-fn run_case_raw_tcp(addr: SocketAddr, case: &Case) -> Result<(), String> {
-    let id = 0x5151;
-    let resp = tcp_exchange(addr, &case.message(id)).map_err(|e| e.to_string())?;
-    case.check(id, &resp)
-}
-
-fn tcp_exchange(addr: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(query);
-    s.write_all(&framed)?;
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len)?;
-    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-fn udp_exchange(addr: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
-    let s = UdpSocket::bind("127.0.0.1:0")?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.send_to(query, addr)?;
-    let mut buf = vec![0u8; 65535];
-    let (n, _) = s.recv_from(&mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
-}
+use kdns_tests::vectors::{self, Observed};
 
 fn start_vector(dir: &TempDir, v: &vectors::Vector, engine: &str) -> Kdns {
     let file = dir.path(&format!("{}.yaml", v.name()));
@@ -98,7 +45,7 @@ fn every_vector_over_udp_and_tcp_with_dig(engine: &str) {
             }
             for tcp in transports {
                 asked += 1;
-                let result = if transfer { run_case_raw_tcp(server.tcp, case) } else { run_case_with_dig(&server, case, tcp) };
+                let result = if transfer { run_case_raw_tcp(server.tcp, case) } else { run_case_with_dig(server.udp, server.tcp, case, tcp) };
                 if let Err(e) = result {
                     failures.push(format!("{} #{i} `{}` over {}: {e}", v.name(), case.query, if tcp { "TCP" } else { "UDP" }));
                 }

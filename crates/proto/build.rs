@@ -1,9 +1,16 @@
-//! Compiles `proto/kdns/v1/kdns.proto` with protox (pure Rust), so no system protoc is needed.
+//! Compiles the protos with protox (pure Rust), so no system protoc is needed. With the `grpc`
+//! feature, tonic service code is generated too.
 fn main() {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["kdns/v1/kdns.proto"], ["proto"]).expect("kdns.proto compiles");
-    prost_build::Config::new()
-        .btree_map(["."])
-        .compile_fds(fds)
-        .expect("prost generates kdns.v1");
+    let fds = protox::compile(["kdns/v1/kdns.proto", "coredns/dns.proto"], ["proto"]).expect("the protos compile");
+    if std::env::var_os("CARGO_FEATURE_GRPC").is_some() {
+        tonic_prost_build::configure()
+            .btree_map(".")
+            .build_client(true)
+            .build_server(true)
+            .compile_fds(fds)
+            .expect("tonic generates the services");
+    } else {
+        prost_build::Config::new().btree_map(["."]).compile_fds(fds).expect("prost generates the messages");
+    }
 }

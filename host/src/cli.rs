@@ -164,6 +164,9 @@ pub struct ServeArgs {
     /// Most TCP connections open at once.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub tcp_max_connections: usize,
+    /// Address for gRPC: CoreDNS's DnsService (the stock `grpc` plugin forwards to it).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub grpc_listen: Option<SocketAddr>,
     /// Address for /health, /ready and /metrics (Prometheus).
     #[arg(long, value_name = "ADDR:PORT")]
     pub http_listen: Option<SocketAddr>,
@@ -260,7 +263,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         upstreams: (!upstreams.is_empty()).then(|| Arc::new(crate::upstream::Upstreams::new(upstreams))),
         fallthrough: settings.fallthrough.map(|zones| zones.iter().map(|z| format!("{}.", z.trim_end_matches('.'))).collect()),
     });
-    let bound = server::start(handler, &dns).await?;
+    let bound = server::start(handler.clone(), &dns).await?;
+    let grpc = match args.grpc_listen {
+        Some(addr) => server::grpc::start(addr, handler).await?.to_string(),
+        None => "off".into(),
+    };
     let http = match args.http_listen {
         Some(addr) => {
             let ops = crate::http::Ops { metrics: metrics.clone(), engine: engine.clone(), ready: Arc::new(AtomicBool::new(true)) };
@@ -269,7 +276,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let http = http.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
-    tracing::info!(udp = %bound.udp, tcp = %bound.tcp, %http, engine = engine.kind(), %load_ms, %counts, "kdns serving");
+    tracing::info!(udp = %bound.udp, tcp = %bound.tcp, %grpc, %http, engine = engine.kind(), %load_ms, %counts, "kdns serving");
     let watcher = tokio::spawn(watch::watch(source, engine, digest, metrics));
     if let Some((file, wasm)) = plugin_engine {
         tokio::spawn(watch_plugin(file, wasm));

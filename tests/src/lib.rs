@@ -1,5 +1,6 @@
 //! Shared test support: the conformance vectors of `../shared/conformance/` and the rules to
 //! compare an answer with them (that folder's README), and a driver for the real binary.
 
+pub mod cases;
 pub mod server;
 pub mod vectors;

@@ -27,6 +27,8 @@ pub struct Kdns {
     pub tcp: SocketAddr,
     /// The ops endpoint, when started with --http-listen.
     pub http: Option<SocketAddr>,
+    /// The gRPC endpoint, when started with --grpc-listen.
+    pub grpc: Option<SocketAddr>,
 }
 
 impl Kdns {
@@ -76,7 +78,7 @@ impl Kdns {
                     line[start..].split_whitespace().next()?.parse().ok()
                 };
                 let (udp, tcp) = (field("udp").expect("udp address in log"), field("tcp").expect("tcp address in log"));
-                return Kdns { child, logs, udp, tcp, http: field("http") };
+                return Kdns { child, logs, udp, tcp, http: field("http"), grpc: field("grpc") };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("kdns exited with {status} before serving:\n{}", logs.lock().unwrap().join("\n"));
@@ -185,4 +187,70 @@ pub fn metric(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
         .filter(|l| needles.iter().all(|n| l.contains(n)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .reduce(|a, b| a + b)
+}
+
+/// The CoreDNS binary tests/setup builds (or $KDNS_COREDNS).
+pub fn coredns_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("KDNS_COREDNS") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let target = exe.ancestors().nth(3).expect("target directory");
+    let bin = target.join("tools/bin/coredns");
+    assert!(bin.exists(), "{} not found: run tests/setup (it builds CoreDNS), or set KDNS_COREDNS", bin.display());
+    bin
+}
+
+/// A free loopback port for both UDP and TCP (for programs that cannot report theirs).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A running CoreDNS with the given Corefile; killed on drop.
+pub struct CoreDns {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl CoreDns {
+    /// Starts CoreDNS with `corefile` (where `{PORT}` is replaced by a free port) and waits
+    /// until it answers over UDP.
+    pub fn start(corefile: &str) -> CoreDns {
+        let port = free_port();
+        let dir = TempDir::new("coredns");
+        std::fs::write(dir.path("Corefile"), corefile.replace("{PORT}", &port.to_string())).unwrap();
+        let child = Command::new(coredns_bin())
+            .args(["-conf", "Corefile", "-quiet"])
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("coredns starts");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut c = CoreDns { child, addr, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dig(addr, ".", "NS", &["+time=1", "+tries=1"]).contains("->>HEADER<<-") {
+            if let Ok(Some(s)) = c.child.try_wait() {
+                panic!("coredns exited with {s}");
+            }
+            assert!(Instant::now() < deadline, "coredns did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+}
+
+impl Drop for CoreDns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

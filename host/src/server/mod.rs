@@ -1,5 +1,6 @@
 //! DNS over UDP and TCP on one address, answering from an [`Engine`].
 
+pub mod grpc;
 pub mod handler;
 pub mod tcp;
 pub mod udp;
