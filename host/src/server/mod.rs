@@ -58,7 +58,7 @@ pub async fn start(handler: Arc<Handler>, cfg: &DnsConfig) -> anyhow::Result<Bou
         match tcp::bind(tcp_addr).await {
             Ok(listener) => {
                 let tcp = listener.local_addr()?;
-                udp::serve_all(handler.clone(), sockets, cfg.max_udp);
+                udp::serve_all(handler.clone(), sockets, cfg.max_udp)?;
                 tcp::serve(handler, listener, cfg.tcp_idle_timeout, cfg.tcp_max_connections);
                 return Ok(Bound { udp: udp_addr, tcp });
             }

@@ -34,18 +34,24 @@ pub fn bind_all(addr: SocketAddr, workers: usize) -> anyhow::Result<Vec<UdpSocke
     Ok(sockets)
 }
 
-/// Spawns a task for each socket.
-pub fn serve_all(handler: Arc<Handler>, sockets: Vec<UdpSocket>, max_udp: u16) {
-    for socket in sockets {
-        tokio::spawn(serve(handler.clone(), socket, max_udp));
+/// Serves each socket on a thread of its own with blocking I/O: two system calls per query
+/// and no event-loop wake-ups. Upstream work is handed to the tokio runtime.
+pub fn serve_all(handler: Arc<Handler>, sockets: Vec<UdpSocket>, max_udp: u16) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Handle::current();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let std_socket = socket.into_std()?;
+        std_socket.set_nonblocking(false)?;
+        let (handler, runtime) = (handler.clone(), runtime.clone());
+        std::thread::Builder::new().name(format!("kdns-udp-{i}")).spawn(move || serve_blocking(handler, std_socket, max_udp, runtime))?;
     }
+    Ok(())
 }
 
-async fn serve(handler: Arc<Handler>, socket: UdpSocket, max_udp: u16) {
+fn serve_blocking(handler: Arc<Handler>, socket: std::net::UdpSocket, max_udp: u16, runtime: tokio::runtime::Handle) {
     let socket = Arc::new(socket);
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
-        let (len, peer) = match socket.recv_from(&mut buf).await {
+        let (len, peer) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some systems; keep serving.
@@ -58,9 +64,9 @@ async fn serve(handler: Arc<Handler>, socket: UdpSocket, max_udp: u16) {
             // Waiting on an upstream must not hold up this socket's other queries.
             Reply::Upstream(job) => {
                 let (handler, socket) = (handler.clone(), socket.clone());
-                tokio::spawn(async move {
+                runtime.spawn(async move {
                     if let Some(r) = handler.finish(job).await {
-                        let _ = socket.send_to(&r, peer).await;
+                        let _ = socket.send_to(&r, peer);
                     }
                 });
                 continue;
@@ -68,7 +74,7 @@ async fn serve(handler: Arc<Handler>, socket: UdpSocket, max_udp: u16) {
             // Zone transfers need TCP; over UDP the engine refuses them.
             Reply::None | Reply::Many(_) => continue,
         };
-        if let Err(e) = socket.send_to(&response, peer).await {
+        if let Err(e) = socket.send_to(&response, peer) {
             tracing::debug!(error = %e, %peer, "udp send failed");
         }
     }
