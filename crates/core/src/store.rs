@@ -117,6 +117,10 @@ impl ServiceEntry {
     }
 }
 
+/// A hash map keyed by "namespace/name". The hasher has a fixed seed: the core takes no
+/// randomness, and the keys come from the cluster, not from queries.
+type NameMap<V> = hashbrown::HashMap<Box<str>, V, foldhash::fast::FixedState>;
+
 /// Who owns an IP: a service's cluster IP, or one of its endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum IpOwner {
@@ -144,11 +148,11 @@ pub struct Store {
     services: Vec<Option<ServiceEntry>>,
     free_ids: Vec<u32>,
     /// "namespace/name" → service id.
-    by_name: BTreeMap<Box<str>, u32>,
+    by_name: NameMap<u32>,
     by_ip: BTreeMap<IpAddr, Vec<IpOwner>>,
     namespaces: BTreeMap<Box<str>, NamespaceRefs>,
     /// "namespace/name" of each pod → its IPs.
-    pods: BTreeMap<Box<str>, Vec<IpAddr>>,
+    pods: NameMap<Vec<IpAddr>>,
     /// IP → the namespace of each pod that has it (one entry per pod), for `pods verified`.
     pod_ips: BTreeMap<IpAddr, Vec<Box<str>>>,
     pod_names: bool,
