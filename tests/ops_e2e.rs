@@ -200,7 +200,7 @@ fn deploy_dir() -> std::path::PathBuf {
 
 #[test]
 fn deploy_manifests_validate_against_the_kubernetes_schema() {
-    let files: Vec<_> = ["kdns.yaml", "rbac.yaml"].iter().map(|f| deploy_dir().join(f)).collect();
+    let files: Vec<_> = ["kdns.yaml", "rbac.yaml", "coredns-grpc.yaml"].iter().map(|f| deploy_dir().join(f)).collect();
     let run = |files: &[std::path::PathBuf]| {
         Command::new("kubernetes-validate").args(["--strict", "--quiet", "-k", "1.33.0"]).args(files).output().expect("kubernetes-validate runs (tests/setup installs it)")
     };
@@ -213,12 +213,39 @@ fn deploy_manifests_validate_against_the_kubernetes_schema() {
     assert!(!run(&[bad]).status.success());
 }
 
+/// The Corefile in a deploy/ ConfigMap, as the pod mounts it.
+fn configmap_corefile(file: &str) -> String {
+    let text = std::fs::read_to_string(deploy_dir().join(file)).unwrap();
+    let start = text.find("  Corefile: |\n").expect("Corefile in the ConfigMap") + "  Corefile: |\n".len();
+    text[start..].lines().take_while(|l| l.starts_with("    ")).map(|l| format!("{}\n", &l[4..])).collect()
+}
+
+#[test]
+fn the_coredns_variant_corefile_runs_in_real_coredns_and_reaches_kdns() {
+    let kdns = Kdns::start(&["--manifests".into(), examples(), "--grpc-listen".into(), "127.0.0.1:0".into()]);
+    let grpc = kdns.grpc.unwrap().to_string();
+    // Keep the lines that matter here; drop those that listen on fixed ports or send queries
+    // off this machine (forward to /etc/resolv.conf, the loop check).
+    let corefile: String = configmap_corefile("coredns-grpc.yaml")
+        .replace("10.96.0.53:5300", &grpc)
+        .replace(":53 {", ":{PORT} {\n    bind 127.0.0.1")
+        .replace(":53 ", ":{PORT} ")
+        .lines()
+        .filter(|l| !["health", "lameduck", "ready", "prometheus", "forward", "loop"].iter().any(|w| l.trim_start().starts_with(w)))
+        .filter(|l| l.trim() != "}" || !l.starts_with("        "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(corefile.contains(&format!("grpc . {grpc}")), "{corefile}");
+    let coredns = kdns_tests::server::CoreDns::start(&corefile);
+    let seen = Observed::from_dig(&dig(coredns.addr, "db-1.db.data.svc.cluster.local.", "A", &["+noedns"])).unwrap();
+    assert_eq!(seen.answer, ["db-1.db.data.svc.cluster.local. 5 A 10.244.3.11"]);
+    let seen = Observed::from_dig(&dig(coredns.addr, "7.1.244.10.in-addr.arpa.", "PTR", &["+noedns"])).unwrap();
+    assert_eq!(seen.answer, ["7.1.244.10.in-addr.arpa. 5 PTR 10-244-1-7.catalog.shop.svc.cluster.local."]);
+}
+
 #[test]
 fn the_deployed_corefile_is_accepted_by_kdns() {
-    // The ConfigMap's Corefile, as the pod mounts it.
-    let text = std::fs::read_to_string(deploy_dir().join("kdns.yaml")).unwrap();
-    let start = text.find("  Corefile: |\n").expect("Corefile in the ConfigMap") + "  Corefile: |\n".len();
-    let corefile: String = text[start..].lines().take_while(|l| l.starts_with("    ")).map(|l| format!("{}\n", &l[4..])).collect();
+    let corefile = configmap_corefile("kdns.yaml");
     let dir = kdns_tests::server::TempDir::new("deploycore");
     std::fs::write(dir.path("Corefile"), corefile).unwrap();
     let out = Command::new(kdns_bin()).args(["query", "--manifests", &examples(), "10-1-2-3.shop.pod.cluster.local", "--config"]).arg(dir.path("Corefile")).output().unwrap();
