@@ -139,7 +139,7 @@ fn include_pods(config: &v1::Config) -> bool {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Manifest files or directories (.yaml, .yml, .json); watched for changes.
-    #[arg(long, num_args = 1.., value_name = "PATH", required = true)]
+    #[arg(long, num_args = 1.., value_name = "PATH")]
     pub manifests: Vec<PathBuf>,
     /// Address for DNS over UDP and TCP.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:53")]
@@ -222,6 +222,9 @@ fn read_manifests(paths: &[PathBuf], config: &v1::Config) -> anyhow::Result<(Man
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.manifests.is_empty() {
+        bail!("watching the Kubernetes API is not available in this build yet; serve a cluster from manifest files with --manifests PATH (e.g. the output of `kubectl get svc,endpointslices,pods,ns -A -o yaml`)");
+    }
     let settings = args.engine_args.settings()?;
     let upstreams = crate::upstream::resolve_args(&args.upstream)?;
     let config = settings.config.clone();
