@@ -96,11 +96,10 @@ impl EngineArgs {
             .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
             .with_context(|| format!("--ns-service {ns_service:?}: expected NAMESPACE/NAME"))?;
         let ttl = self.ttl.or(block.ttl);
-        if let Some(ttl) = ttl {
-            if ttl > kdns_core::config::MAX_TTL {
+        if let Some(ttl) = ttl
+            && ttl > kdns_core::config::MAX_TTL {
                 bail!("--ttl {ttl}: must be between 0 and {}", kdns_core::config::MAX_TTL);
             }
-        }
         let pods = match (self.pods, block.pods.as_deref()) {
             (Some(p), _) => p,
             (None, Some("insecure")) => PodsMode::Insecure,

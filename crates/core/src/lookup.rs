@@ -200,13 +200,12 @@ impl Lookup<'_> {
         }
         ans.answers.push(Record::from_rdata(qname.clone(), self.ttl(), RData::CNAME(CNAME(target.clone()))));
         // Follow a target inside our forward zones so the client gets the addresses at once.
-        if qtype != RecordType::CNAME && depth < MAX_CNAME_CHAIN {
-            if let Some((zone, false)) = self.zone_of(&target) {
+        if qtype != RecordType::CNAME && depth < MAX_CNAME_CHAIN
+            && let Some((zone, false)) = self.zone_of(&target) {
                 let mut chased = Answer::default();
                 self.records(&target, zone, false, qtype, &mut chased, depth + 1);
                 ans.answers.append(&mut chased.answers);
             }
-        }
         Exists
     }
 

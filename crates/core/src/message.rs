@@ -85,11 +85,10 @@ fn encode(response: &Message, max_udp: u16, req_edns: Option<&Edns>) -> Option<V
     if !response.additionals.is_empty() {
         let mut lean = response.clone();
         lean.additionals.clear();
-        if let Ok(bytes) = lean.to_vec() {
-            if bytes.len() <= limit {
+        if let Ok(bytes) = lean.to_vec()
+            && bytes.len() <= limit {
                 return Some(bytes);
             }
-        }
     }
     let truncated = response.truncate();
     match truncated.to_vec() {

@@ -69,14 +69,13 @@ impl EndpointEntry {
         if let Some(h) = &self.hostname {
             return EndpointLabel::Text(h);
         }
-        if pod_names {
-            if let Some(p) = &self.pod_name {
+        if pod_names
+            && let Some(p) = &self.pod_name {
                 // A pod name longer than a DNS label cannot be a name; fall back to the IP.
                 if is_dns_label(p) {
                     return EndpointLabel::Text(p);
                 }
             }
-        }
         EndpointLabel::dashed(self.ip)
     }
 }

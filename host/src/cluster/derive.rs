@@ -7,10 +7,13 @@ use kdns_proto::v1;
 
 use super::objects::{Family, PodObject, ServiceObject, TargetPort, ip_bytes};
 
+/// A port as (name, protocol, number): sortable, so groups can be keyed by their ports.
+type PortKey = (String, i32, u32);
+
 /// One group per (address family, resolved ports), as the controller splits slices.
 pub fn endpoint_groups(svc: &ServiceObject, pods: &[&PodObject]) -> Vec<v1::EndpointGroup> {
     let families = service_families(svc);
-    let mut groups: BTreeMap<(Family, Vec<(String, i32, u32)>), Vec<v1::Endpoint>> = BTreeMap::new();
+    let mut groups: BTreeMap<(Family, Vec<PortKey>), Vec<v1::Endpoint>> = BTreeMap::new();
     for pod in pods.iter().filter(|p| selects(svc, p) && !p.gone) {
         let ports = resolve_ports(svc, pod);
         // The controller publishes every pod as ready when the service asks for not-ready ones.
@@ -57,7 +60,7 @@ fn selects(svc: &ServiceObject, pod: &PodObject) -> bool {
 
 /// Service ports with targetPort resolved against the pod; a named targetPort the pod lacks
 /// leaves that port out for the pod, as the controller does.
-fn resolve_ports(svc: &ServiceObject, pod: &PodObject) -> Vec<(String, i32, u32)> {
+fn resolve_ports(svc: &ServiceObject, pod: &PodObject) -> Vec<PortKey> {
     svc.ports
         .iter()
         .filter_map(|p| {

@@ -94,11 +94,10 @@ where
     let paths: Vec<PathBuf> = paths.into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if !matches!(event.kind, notify::EventKind::Access(_)) {
+        if let Ok(event) = event
+            && !matches!(event.kind, notify::EventKind::Access(_)) {
                 let _ = tx.send(event.paths);
             }
-        }
     })?;
     for path in &paths {
         if path.is_dir() {
