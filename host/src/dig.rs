@@ -8,20 +8,8 @@ use hickory_proto::rr::{RData, Record};
 pub fn format(m: &Message, command: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "; <<>> kdns query <<>> {command}");
-    let _ = writeln!(out, ";; ->>HEADER<<- opcode: {}, status: {}, id: {}", format!("{:?}", m.op_code).to_uppercase(), rcode(m), m.id);
-    let mut flags = vec!["qr"];
-    for (set, name) in [
-        (m.authoritative, "aa"),
-        (m.truncation, "tc"),
-        (m.recursion_desired, "rd"),
-        (m.recursion_available, "ra"),
-        (m.authentic_data, "ad"),
-        (m.checking_disabled, "cd"),
-    ] {
-        if set {
-            flags.push(name);
-        }
-    }
+    let _ = writeln!(out, ";; ->>HEADER<<- opcode: {}, status: {}, id: {}", format!("{:?}", m.op_code).to_uppercase(), rcode_name(m.response_code), m.id);
+    let flags = header_flags(m);
     let _ = writeln!(
         out,
         ";; flags: {}; QUERY: {}, ANSWER: {}, AUTHORITY: {}, ADDITIONAL: {}",
@@ -76,9 +64,26 @@ fn escape(bytes: &[u8]) -> String {
     out
 }
 
-fn rcode(m: &Message) -> String {
+/// The header flags that are set, in dig's order and spelling.
+pub fn header_flags(m: &Message) -> Vec<&'static str> {
+    [
+        (m.message_type == hickory_proto::op::MessageType::Response, "qr"),
+        (m.authoritative, "aa"),
+        (m.truncation, "tc"),
+        (m.recursion_desired, "rd"),
+        (m.recursion_available, "ra"),
+        (m.authentic_data, "ad"),
+        (m.checking_disabled, "cd"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect()
+}
+
+/// An rcode as dig prints it (NOERROR, NXDOMAIN, ...).
+pub fn rcode_name(code: hickory_proto::op::ResponseCode) -> String {
     use hickory_proto::op::ResponseCode::*;
-    match m.response_code {
+    match code {
         NoError => "NOERROR".into(),
         FormErr => "FORMERR".into(),
         ServFail => "SERVFAIL".into(),

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use kdns_host::cluster::{BuildOptions, ClusterState};
 use kdns_proto::v1;
@@ -187,23 +187,9 @@ pub struct Observed {
 
 impl Observed {
     pub fn from_message(m: &Message) -> Observed {
-        let mut flags = Vec::new();
-        for (set, name) in [
-            (m.message_type == MessageType::Response, "qr"),
-            (m.authoritative, "aa"),
-            (m.truncation, "tc"),
-            (m.recursion_desired, "rd"),
-            (m.recursion_available, "ra"),
-            (m.authentic_data, "ad"),
-            (m.checking_disabled, "cd"),
-        ] {
-            if set {
-                flags.push(name.to_string());
-            }
-        }
         Observed {
-            rcode: rcode_name(m.response_code),
-            flags,
+            rcode: kdns_host::dig::rcode_name(m.response_code),
+            flags: kdns_host::dig::header_flags(m).into_iter().map(String::from).collect(),
             answer: m.answers.iter().map(canonical_record).collect(),
             authority: m.authorities.iter().map(canonical_record).collect(),
             additional: m.additionals.iter().map(canonical_record).collect(),
@@ -265,18 +251,6 @@ pub fn query_message(id: u16, name: &str, rtype: &str, edns: Option<u16>) -> Vec
         m.set_edns(e);
     }
     m.to_vec().unwrap()
-}
-
-fn rcode_name(r: ResponseCode) -> String {
-    match r {
-        ResponseCode::NoError => "NOERROR".into(),
-        ResponseCode::NXDomain => "NXDOMAIN".into(),
-        ResponseCode::Refused => "REFUSED".into(),
-        ResponseCode::ServFail => "SERVFAIL".into(),
-        ResponseCode::FormErr => "FORMERR".into(),
-        ResponseCode::NotImp => "NOTIMP".into(),
-        other => format!("{other:?}").to_uppercase(),
-    }
 }
 
 fn compare_section(section: &str, want: &Option<Vec<String>>, got: &[String], errs: &mut Vec<String>) {

@@ -192,7 +192,7 @@ impl Handler {
         let rtype = RecordType::from(qtype).to_string();
         let family = if peer.is_ipv4() || matches!(peer.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()) { "1" } else { "2" };
         m.requests.get_or_create(&RequestLabels { server: self.server.clone(), zone: zone.clone(), proto, family, kind: TypeLabel { r#type: rtype.clone() } }).inc();
-        let rcode = rcode_name(response.get(3).map_or(2, |b| b & 0x0f));
+        let rcode = crate::dig::rcode_name(ResponseCode::from_low(response.get(3).map_or(2, |b| b & 0x0f)));
         m.responses.get_or_create(&ResponseLabels { server: self.server.clone(), zone: zone.clone(), rcode }).inc();
         m.duration.get_or_create(&DurationLabels { server: self.server.clone(), zone: zone.clone(), r#type: rtype }).observe(started.elapsed().as_secs_f64());
         let size = SizeLabels { server: self.server.clone(), zone, proto };
@@ -275,19 +275,6 @@ pub fn question(msg: &[u8]) -> Option<(String, u16)> {
     }
     let qtype = u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?]);
     Some((name, qtype))
-}
-
-fn rcode_name(code: u8) -> String {
-    let name = match code {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        _ => return ResponseCode::from_low(code).to_string().to_uppercase(),
-    };
-    name.into()
 }
 
 /// The zone names for the `zone` label: the configured zones and the reverse zones.
