@@ -68,6 +68,7 @@ pub enum Reply {
 pub struct Job {
     kind: JobKind,
     query: Vec<u8>,
+    question: Option<(String, u16)>,
     fallback: Vec<u8>,
     max_size: usize,
     proto: &'static str,
@@ -102,7 +103,9 @@ const TRANSFER_CHUNK: usize = 400;
 impl Handler {
     pub fn handle(&self, query: &[u8], max_udp: u16, proto: &'static str, peer: SocketAddr) -> Reply {
         let started = Instant::now();
-        let question = question(query);
+        // Read the question once, and only when something here needs it.
+        let wanted = self.metrics.is_some() || self.upstreams.is_some() || !self.transfer_to.is_empty();
+        let question = if wanted { question(query) } else { None };
         let transfer = matches!(question.as_ref().map(|q| q.1), Some(252 | 251));
         let reply = if transfer && proto == "tcp" && self.transfer_to.iter().any(|c| c.contains(peer.ip())) {
             self.transfer(query)
@@ -112,7 +115,7 @@ impl Handler {
                     (Some(_), Some((qname, qtype))) => match self.upstream_job(qname, *qtype, &r) {
                         Some(kind) => {
                             let max_size = if max_udp == 0 { 65535 } else { usize::from(max_udp) };
-                            return Reply::Upstream(Job { kind, query: query.to_vec(), fallback: r, max_size, proto, peer, started });
+                            return Reply::Upstream(Job { kind, query: query.to_vec(), question, fallback: r, max_size, proto, peer, started });
                         }
                         None => Reply::One(r),
                     },
@@ -121,7 +124,7 @@ impl Handler {
                 None => Reply::None,
             }
         };
-        self.record_reply(query, &reply, proto, peer, started);
+        self.record_reply(question.as_ref(), query.len(), &reply, proto, peer, started);
         reply
     }
 
@@ -165,15 +168,14 @@ impl Handler {
             }
         };
         let reply = Reply::One(answer);
-        self.record_reply(&job.query, &reply, job.proto, job.peer, job.started);
+        self.record_reply(job.question.as_ref(), job.query.len(), &reply, job.proto, job.peer, job.started);
         match reply {
             Reply::One(a) => Some(a),
             _ => None,
         }
     }
 
-    fn record_reply(&self, query: &[u8], reply: &Reply, proto: &'static str, peer: SocketAddr, started: Instant) {
-        let question = question(query);
+    fn record_reply(&self, question: Option<&(String, u16)>, query_len: usize, reply: &Reply, proto: &'static str, peer: SocketAddr, started: Instant) {
         if let (Some(m), Some((qname, qtype))) = (&self.metrics, question) {
             let first = match &reply {
                 Reply::One(r) => Some(r.as_slice()),
@@ -181,7 +183,7 @@ impl Handler {
                 Reply::None | Reply::Upstream(_) => None,
             };
             if let Some(response) = first {
-                self.record(m, &qname, qtype, query.len(), response, proto, peer, started);
+                self.record(m, qname, *qtype, query_len, response, proto, peer, started);
             }
         }
     }
