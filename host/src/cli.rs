@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -16,6 +17,7 @@ use crate::engine::wasm::EMBEDDED_MODULE;
 use crate::engine::{Engine, NativeEngine, WasmEngine, WasmLimits};
 use crate::metrics::Metrics;
 use crate::server::{self, Cidr, DnsConfig, Handler};
+use crate::source::kube::{self as kube_source, KubeOptions};
 use crate::source::watch::{self, ManifestSource};
 
 #[derive(Parser, Debug)]
@@ -79,6 +81,8 @@ pub struct Settings {
     pub config: v1::Config,
     /// Zones whose NXDOMAIN answers may go on to an upstream (`fallthrough`).
     pub fallthrough: Option<Vec<String>>,
+    /// The Corefile's `kubeconfig PATH [CONTEXT]`.
+    pub kubeconfig: Option<(PathBuf, Option<String>)>,
 }
 
 impl EngineArgs {
@@ -123,7 +127,7 @@ impl EngineArgs {
         };
         // Reject bad zones here, with the flag's name, rather than deep in an engine.
         kdns_core::Resolver::new(config.clone()).map_err(|e| anyhow::anyhow!("--zone: {e}"))?;
-        Ok(Settings { config, fallthrough: block.fallthrough })
+        Ok(Settings { config, fallthrough: block.fallthrough, kubeconfig: block.kubeconfig })
     }
 
     pub fn config(&self) -> anyhow::Result<v1::Config> {
@@ -137,9 +141,22 @@ fn include_pods(config: &v1::Config) -> bool {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Manifest files or directories (.yaml, .yml, .json); watched for changes.
+    /// Manifest files or directories (.yaml, .yml, .json); watched for changes. Without it
+    /// kdns watches the Kubernetes API.
     #[arg(long, num_args = 1.., value_name = "PATH")]
     pub manifests: Vec<PathBuf>,
+    /// Kubeconfig for the API server [default: KUBECONFIG, then ~/.kube/config, then the
+    /// in-cluster service account].
+    #[arg(long, value_name = "FILE", conflicts_with = "manifests")]
+    pub kubeconfig: Option<PathBuf>,
+    /// How long to wait at start for the first full list from the API server before serving
+    /// anyway (cluster names get SERVFAIL until it arrives), in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub sync_timeout: f64,
+    /// Keep the cluster view in this file (rewritten after changes) and answer from it at start
+    /// until the API server has been listed, so a restart while the API is down still answers.
+    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    pub snapshot_file: Option<PathBuf>,
     /// Address for DNS over UDP and TCP.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:53")]
     pub listen: SocketAddr,
@@ -221,32 +238,53 @@ fn read_manifests(paths: &[PathBuf], config: &v1::Config) -> anyhow::Result<(Man
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.manifests.is_empty() {
-        bail!("watching the Kubernetes API is not available in this build yet; serve a cluster from manifest files with --manifests PATH (e.g. the output of `kubectl get svc,endpointslices,pods,ns -A -o yaml`)");
-    }
     let settings = args.engine_args.settings()?;
     let upstreams = crate::upstream::resolve_args(&args.upstream)?;
     let config = settings.config.clone();
     let zone_labels = server::handler::zone_labels(&config);
+    if !(args.sync_timeout.is_finite() && args.sync_timeout >= 0.0) {
+        bail!("--sync-timeout {}: expected a number of seconds", args.sync_timeout);
+    }
     let started = Instant::now();
-    use std::sync::atomic::AtomicBool;
-    let (source, snapshot) = read_manifests(&args.manifests, &config)?;
-    let counts = cluster::counts(&snapshot);
     let mut plugin_engine = None;
     let engine: Arc<dyn Engine> = match (args.engine, &args.plugin) {
-        (EngineKind::Native, None) => Arc::new(NativeEngine::new(config)?),
+        (EngineKind::Native, None) => Arc::new(NativeEngine::new(config.clone())?),
         (_, Some(file)) => {
             let module = std::fs::read(file).with_context(|| format!("--plugin {}", file.display()))?;
-            let wasm = Arc::new(WasmEngine::new(&module, config, WasmLimits::default()).with_context(|| format!("--plugin {}", file.display()))?);
+            let wasm = Arc::new(WasmEngine::new(&module, config.clone(), WasmLimits::default()).with_context(|| format!("--plugin {}", file.display()))?);
             plugin_engine = Some((file.clone(), wasm.clone()));
             wasm
         }
-        (EngineKind::Wasm, None) => Arc::new(WasmEngine::new(EMBEDDED_MODULE, config, WasmLimits::default())?),
+        (EngineKind::Wasm, None) => Arc::new(WasmEngine::new(EMBEDDED_MODULE, config.clone(), WasmLimits::default())?),
     };
-    let digest = watch::Digest::of(&snapshot);
     let metrics = Arc::new(Metrics::new());
-    metrics.loaded(snapshot.serial, counts);
-    engine.load(snapshot)?;
+    // Whether the engine holds a cluster view; until then cluster names get SERVFAIL.
+    let ready = Arc::new(AtomicBool::new(false));
+    let source = if args.manifests.is_empty() {
+        let opts = KubeOptions {
+            kubeconfig: args.kubeconfig.clone().map(|p| (p, None)).or(settings.kubeconfig.clone()),
+            pods: include_pods(&config),
+            snapshot_file: args.snapshot_file.clone(),
+        };
+        if let Some(path) = &opts.snapshot_file {
+            warm_start(path, engine.as_ref(), &metrics, &ready);
+        }
+        let client = kube_source::client(&opts).await?;
+        let mut synced = kube_source::start(client, opts, engine.clone(), metrics.clone(), ready.clone());
+        let timeout = Duration::from_secs_f64(args.sync_timeout);
+        if tokio::time::timeout(timeout, synced.wait_for(|s| *s)).await.is_err() {
+            let serving = if ready.load(Ordering::Relaxed) { "answering from the snapshot file" } else { "cluster names get SERVFAIL" };
+            tracing::warn!(timeout_s = args.sync_timeout, "no full list from the API server yet; serving anyway, {serving} until it arrives");
+        }
+        Source::Kube
+    } else {
+        let (source, snapshot) = read_manifests(&args.manifests, &config)?;
+        let digest = watch::Digest::of(&snapshot);
+        metrics.loaded(snapshot.serial, cluster::counts(&snapshot));
+        engine.load(snapshot)?;
+        ready.store(true, Ordering::Relaxed);
+        Source::Manifests(source, digest)
+    };
     let load_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3);
     let dns = DnsConfig {
         listen: args.listen,
@@ -264,6 +302,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         transfer_to: args.transfer_to.clone(),
         upstreams: (!upstreams.is_empty()).then(|| Arc::new(crate::upstream::Upstreams::new(upstreams))),
         fallthrough: settings.fallthrough.map(|zones| zones.iter().map(|z| format!("{}.", z.trim_end_matches('.'))).collect()),
+        ready: ready.clone(),
     });
     let bound = server::start(handler.clone(), &dns).await?;
     let grpc = match args.grpc_listen {
@@ -272,25 +311,58 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let http = match args.http_listen {
         Some(addr) => {
-            let ops = crate::http::Ops { metrics: metrics.clone(), engine: engine.clone(), ready: Arc::new(AtomicBool::new(true)) };
+            let ops = crate::http::Ops { metrics: metrics.clone(), engine: engine.clone(), ready: ready.clone() };
             Some(crate::http::start(addr, ops).await?)
         }
         None => None,
     };
     let http = http.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+    let counts = metrics.counts();
     tracing::info!(udp = %bound.udp, tcp = %bound.tcp, %grpc, %http, engine = engine.kind(), %load_ms, %counts, "kdns serving");
-    let watcher = tokio::spawn(watch::watch(source, engine, digest, metrics));
     if let Some((file, wasm)) = plugin_engine {
         tokio::spawn(watch_plugin(file, wasm));
     }
-    tokio::select! {
-        r = watcher => match r {
-            Ok(Err(e)) => return Err(e.context("cannot watch the manifest files")),
-            _ => bail!("manifest watcher stopped"),
-        },
-        _ = shutdown_signal() => tracing::info!("shutting down"),
+    match source {
+        Source::Manifests(source, digest) => {
+            let watcher = tokio::spawn(watch::watch(source, engine, digest, metrics));
+            tokio::select! {
+                r = watcher => match r {
+                    Ok(Err(e)) => return Err(e.context("cannot watch the manifest files")),
+                    _ => bail!("manifest watcher stopped"),
+                },
+                _ = shutdown_signal() => tracing::info!("shutting down"),
+            }
+        }
+        Source::Kube => {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+        }
     }
     Ok(())
+}
+
+enum Source {
+    Manifests(ManifestSource, watch::Digest),
+    Kube,
+}
+
+/// Loads the `--snapshot-file` if there is one; a missing or damaged file means a cold start.
+fn warm_start(path: &std::path::Path, engine: &dyn Engine, metrics: &Metrics, ready: &AtomicBool) {
+    match kube_source::read_snapshot_file(path) {
+        Ok(Some(snapshot)) => {
+            let (serial, counts) = (snapshot.serial, cluster::counts(&snapshot));
+            match engine.load(snapshot) {
+                Ok(()) => {
+                    metrics.loaded(serial, counts);
+                    ready.store(true, Ordering::Relaxed);
+                    tracing::info!(path = %path.display(), serial, %counts, "answering from the snapshot file until the API server is listed");
+                }
+                Err(e) => tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "snapshot file rejected; starting cold"),
+            }
+        }
+        Ok(None) => tracing::info!(path = %path.display(), "no snapshot file yet; it is written once the API server is listed"),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "snapshot file unusable; starting cold"),
+    }
 }
 
 /// Swaps a changed `--plugin` file in; a module that does not load is reported and the old one

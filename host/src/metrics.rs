@@ -69,6 +69,7 @@ pub struct Metrics {
     pub services: Gauge,
     pub endpoints: Gauge,
     pub pods: Gauge,
+    pub namespaces: Gauge,
     pub reload_errors: Counter,
     pub apply_errors: Counter,
     pub watch_restarts: Counter,
@@ -110,6 +111,8 @@ impl Metrics {
         registry.register("services", "Services in the cluster view.", services.clone());
         registry.register("endpoints", "Published endpoints in the cluster view.", endpoints.clone());
         registry.register("pods", "Pods in the cluster view.", pods.clone());
+        let namespaces = Gauge::default();
+        registry.register("namespaces", "Namespaces in the cluster view.", namespaces.clone());
         registry.register("reload_errors", "Manifest reloads rejected (the last good view kept serving).", reload_errors.clone());
         registry.register("apply_errors", "Snapshots or deltas an engine rejected.", apply_errors.clone());
         registry.register("watch_restarts", "Restarts of the cluster watch.", watch_restarts.clone());
@@ -128,6 +131,7 @@ impl Metrics {
             services,
             endpoints,
             pods,
+            namespaces,
             reload_errors,
             apply_errors,
             watch_restarts,
@@ -137,11 +141,22 @@ impl Metrics {
     }
 
     /// Records that a cluster view was loaded.
+    /// The counts of the last view loaded or changed.
+    pub fn counts(&self) -> crate::cluster::Counts {
+        crate::cluster::Counts {
+            services: self.services.get() as usize,
+            endpoints: self.endpoints.get() as usize,
+            pods: self.pods.get() as usize,
+            namespaces: self.namespaces.get() as usize,
+        }
+    }
+
     pub fn loaded(&self, serial: u32, counts: crate::cluster::Counts) {
         self.snapshot_generation.set(i64::from(serial));
         self.services.set(counts.services as i64);
         self.endpoints.set(counts.endpoints as i64);
         self.pods.set(counts.pods as i64);
+        self.namespaces.set(counts.namespaces as i64);
         self.snapshot_loaded_at.store(now_millis(), Ordering::Relaxed);
     }
 

@@ -1,6 +1,7 @@
 //! The host's cluster view: trimmed objects from any source, turned into `kdns.v1` snapshots.
 
 pub mod derive;
+pub mod live;
 pub mod objects;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,18 +77,14 @@ impl ClusterState {
             })
             .collect();
         let pods = if opts.include_pods {
-            self.pods
-                .values()
-                .filter(|p| !p.ips.is_empty())
-                .map(|p| v1::Pod { namespace: p.key.namespace.clone(), name: p.key.name.clone(), ips: p.ips.iter().map(objects::ip_bytes).collect() })
-                .collect()
+            self.pods.values().filter_map(live::pod_proto).collect()
         } else {
             Vec::new()
         };
         v1::Snapshot { serial: opts.serial, namespaces: self.all_namespaces().into_iter().collect(), services, pods }
     }
 
-    fn service_proto(&self, svc: &ServiceObject, slices: &[&SliceObject], ns_pods: &[&PodObject], opts: BuildOptions) -> v1::Service {
+    pub(crate) fn service_proto(&self, svc: &ServiceObject, slices: &[&SliceObject], ns_pods: &[&PodObject], opts: BuildOptions) -> v1::Service {
         let endpoint_groups = if svc.kind == v1::ServiceType::ExternalName {
             Vec::new()
         } else if slices.is_empty() && opts.derive_endpoints && !svc.selector.is_empty() {

@@ -95,6 +95,9 @@ pub struct Handler {
     pub upstreams: Option<Arc<crate::upstream::Upstreams>>,
     /// `fallthrough` zones (lowercase, trailing dot); an empty list means every zone.
     pub fallthrough: Option<Vec<String>>,
+    /// Whether the engine holds a cluster view yet; until then names in the zones get SERVFAIL
+    /// (as CoreDNS answers before its first sync) rather than a false NXDOMAIN.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Most records in one transfer message (well under 64 KiB for cluster records).
@@ -104,10 +107,14 @@ impl Handler {
     pub fn handle(&self, query: &[u8], max_udp: u16, proto: &'static str, peer: SocketAddr) -> Reply {
         let started = Instant::now();
         // Read the question once, and only when something here needs it.
-        let wanted = self.metrics.is_some() || self.upstreams.is_some() || !self.transfer_to.is_empty();
+        let ready = self.ready.load(std::sync::atomic::Ordering::Relaxed);
+        let wanted = !ready || self.metrics.is_some() || self.upstreams.is_some() || !self.transfer_to.is_empty();
         let question = if wanted { question(query) } else { None };
         let transfer = matches!(question.as_ref().map(|q| q.1), Some(252 | 251));
-        let reply = if transfer && proto == "tcp" && self.transfer_to.iter().any(|c| c.contains(peer.ip())) {
+        let not_yet = !ready && question.as_ref().is_some_and(|(qname, _)| self.zone_of(qname).is_some());
+        let reply = if not_yet {
+            crate::engine::servfail(query).map_or(Reply::None, Reply::One)
+        } else if transfer && proto == "tcp" && self.transfer_to.iter().any(|c| c.contains(peer.ip())) {
             self.transfer(query)
         } else {
             match self.engine.resolve(query, max_udp) {

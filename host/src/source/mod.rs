@@ -1,4 +1,5 @@
-//! Where the cluster view comes from: manifest files (watched) or, later, the Kubernetes API.
+//! Where the cluster view comes from: manifest files (watched), or the Kubernetes API.
 
+pub mod kube;
 pub mod manifest;
 pub mod watch;
