@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Answer cluster DNS over UDP and TCP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Answer one question offline from manifest files and print it like dig.
     Query(QueryArgs),
     /// Print the records as an RFC 1035 zone file.
@@ -224,7 +224,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(serve(args))
+            runtime.block_on(serve(*args))
         }
         Command::Query(args) => query(args),
         Command::ExportZone(args) => export_zone(args),

@@ -297,7 +297,7 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 
 async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
-    let query: BTreeMap<String, String> = req.uri().query().map(|q| url_decode_pairs(q)).unwrap_or_default();
+    let query: BTreeMap<String, String> = req.uri().query().map(url_decode_pairs).unwrap_or_default();
     inner.requests.lock().unwrap().push(req.uri().to_string());
     let Some(resource) = Resource::ALL.into_iter().find(|r| r.path() == path) else {
         return Ok(json_response(StatusCode::NOT_FOUND, &status(404, "NotFound", &format!("the server could not find the requested resource {path}"))));

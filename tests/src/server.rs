@@ -104,6 +104,11 @@ impl Kdns {
         None
     }
 
+    /// The process ID (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
