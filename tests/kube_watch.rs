@@ -100,7 +100,7 @@ fn initial_sync_then_adds_changes_and_deletes_show_up_in_answers() {
     assert_eq!((code, body.as_str()), (200, "OK"));
     // kube-runtime lists in pages with a limit, then watches with bookmarks from the list's version.
     let requests = api.requests();
-    assert!(requests.iter().any(|r| r.starts_with("/api/v1/services?") && r.contains("limit=500")), "{requests:?}");
+    assert!(requests.iter().any(|r| r.starts_with("/api/v1/services?") && r.contains("limit=250")), "{requests:?}");
     assert!(requests.iter().any(|r| r.starts_with("/api/v1/services?") && r.contains("watch=true") && r.contains("allowWatchBookmarks=true")), "{requests:?}");
     assert!(!requests.iter().any(|r| r.starts_with("/api/v1/pods")), "pods are watched only for `pods verified`: {requests:?}");
 
@@ -247,7 +247,7 @@ fn the_snapshot_file_answers_after_a_restart_while_the_api_is_down() {
 
 #[test]
 fn paged_lists_of_many_objects_are_complete() {
-    // More services than one page (500) holds, so the list takes several pages.
+    // More services than one page (250) holds, so the list takes several pages.
     let dir = TempDir::new("kube-pages");
     let api = ApiServer::start("");
     for i in 0..1234 {

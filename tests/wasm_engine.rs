@@ -121,7 +121,7 @@ fn random_query(rng: &mut Rng, snapshot: &v1::Snapshot) -> Vec<u8> {
             }
         }
         2 => {
-            let ns: &str = rng.pick(&NAMESPACES);
+            let &ns = rng.pick(&NAMESPACES);
             labels.extend(["10-96-1-2", ns, "pod", "cluster", "local"].map(String::from))
         }
         3 => labels.extend(["www", "example", "com"].map(String::from)),

@@ -22,3 +22,15 @@ pub fn release_freed_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Bytes the allocator has handed out and not had back (glibc), for the memory log lines.
+pub fn heap_in_use() -> Option<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let info = unsafe { libc::mallinfo2() };
+        Some(info.uordblks + info.hblkhd)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}

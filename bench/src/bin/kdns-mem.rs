@@ -42,14 +42,16 @@ struct Args {
 fn main() {
     let a = Args::parse();
     let shape = Shape { services: a.services, endpoints: a.endpoints, namespaces: a.namespaces };
-    let snap = snapshot(&shape);
     let mut resolver = kdns_core::Resolver::new(Default::default()).unwrap();
+    // Counted from before the snapshot exists: load consumes and frees it, so what remains
+    // is the index alone.
     let before = LIVE.load(Ordering::Relaxed);
+    let snap = snapshot(&shape);
     let started = std::time::Instant::now();
     resolver.load(snap).unwrap();
     let took = started.elapsed();
     let index = LIVE.load(Ordering::Relaxed) - before;
-    // The snapshot was consumed by load: what remains is the index alone.
+    report_live_state(&shape);
     println!(
         "services={} endpoints={} index_bytes={} bytes_per_endpoint={:.1} load_ms={:.1}",
         a.services,
@@ -58,4 +60,38 @@ fn main() {
         index as f64 / a.endpoints as f64,
         took.as_secs_f64() * 1e3
     );
+}
+
+/// Heap held by the API source's trimmed objects (`LiveState`), and by an index built through
+/// deltas the way the API source fills it.
+fn report_live_state(shape: &Shape) {
+    use kdns_host::cluster::live::{LiveState, Object};
+    let dir = std::env::temp_dir().join(format!("kdns-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in kdns_bench::manifests(shape) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let (state, _) = kdns_host::source::manifest::load(std::slice::from_ref(&dir)).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut live = LiveState::new(false);
+    for ns in &state.namespaces {
+        live.upsert(Object::Namespace(kdns_host::cluster::ObjectKey { namespace: String::new(), name: ns.clone() }));
+    }
+    for svc in state.services.values() {
+        live.upsert(Object::Service(svc.clone()));
+    }
+    for slice in state.slices.values() {
+        live.upsert(Object::Slice(slice.clone()));
+    }
+    let live_bytes = LIVE.load(Ordering::Relaxed) - before;
+    drop(state);
+    let mut resolver = kdns_core::Resolver::new(Default::default()).unwrap();
+    let before = LIVE.load(Ordering::Relaxed);
+    resolver.load(Default::default()).unwrap();
+    while let Some(delta) = live.next_delta(1, 512) {
+        resolver.apply(delta).unwrap();
+    }
+    let index = LIVE.load(Ordering::Relaxed) - before;
+    println!("live_state_bytes={live_bytes} ({:.1}/endpoint) index_from_deltas_bytes={index} ({:.1}/endpoint)", live_bytes as f64 / shape.endpoints as f64, index as f64 / shape.endpoints as f64);
 }

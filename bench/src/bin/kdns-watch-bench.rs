@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
 
     let mb = |kib: u64| kib as f64 / 1024.0;
     println!("kdns watching the API: {} services, {} endpoints, {} namespaces; extra args {:?}", shape.services, shape.endpoints, shape.namespaces, args.kdns_args);
-    println!("start to first sync: {start_s:.2} s  ({})", sync_line.split("took_ms=").nth(1).map(|t| format!("sync took_ms={t}")).unwrap_or_default());
+    println!("start to first sync: {start_s:.2} s  ({})", sync_line.split("synced with the API server").nth(1).unwrap_or_default().trim());
     println!("event-to-answer over {} changes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", latencies.len(), pct(0.50), pct(0.99), pct(1.0));
     println!("RSS steady {:.1} MB, after the changes {:.1} MB", mb(steady), mb(after_changes));
     println!("relist (410 Gone): {relist_s:.2} s; RSS before {:.1} MB, peak {:.1} MB ({:.2}x), after {:.1} MB; still answering: {still}", mb(before_relist), mb(peak), peak as f64 / before_relist as f64, mb(after_relist));

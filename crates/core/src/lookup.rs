@@ -268,7 +268,7 @@ impl Lookup<'_> {
                 let svc_name = service_name(svc, &zone.name);
                 let mut seen_srv: BTreeSet<(&[u8], u16)> = BTreeSet::new();
                 let mut seen_addr: BTreeSet<(&[u8], IpAddr)> = BTreeSet::new();
-                let labels: Vec<_> = pairs.iter().map(|(ep, _)| ep.label(pod_names)).collect();
+                let labels: Vec<_> = pairs.iter().map(|(ep, _)| svc.label(ep, pod_names)).collect();
                 for ((ep, p), label) in pairs.iter().zip(&labels) {
                     let Some(port) = p.port else { continue };
                     let Ok(target) = svc_name.prepend_label(label.as_bytes()) else { continue };
@@ -316,21 +316,21 @@ impl Lookup<'_> {
         let Some(ip) = parse_reverse(labels) else { return Missing };
         let primary = &self.settings.primary_zone().name;
         let exposed = |svc: &&ServiceEntry| self.settings.namespace_exposed(svc.namespace.as_bytes());
-        let owners = self.store.ip_owners(&ip);
+        let owners = || self.store.ip_owners(&ip);
         let mut targets: Vec<Name> = Vec::new();
         // A cluster IP names its service alone; otherwise every endpoint with the IP is named.
-        let cluster = owners.iter().find_map(|o| match o {
+        let cluster = owners().find_map(|o| match o {
             IpOwner::ClusterIp { service } => self.store.service_by_id(*service).filter(exposed),
             IpOwner::Endpoint { .. } => None,
         });
         if let Some(svc) = cluster {
             targets.push(service_name(svc, primary));
         } else if !self.settings.no_endpoints {
-            for owner in owners {
+            for owner in owners() {
                 let IpOwner::Endpoint { service, endpoint } = owner else { continue };
                 let Some(svc) = self.store.service_by_id(*service).filter(exposed) else { continue };
                 let ep = &svc.endpoints[*endpoint as usize];
-                let Ok(target) = service_name(svc, primary).prepend_label(ep.label(self.store.pod_names()).as_bytes()) else { continue };
+                let Ok(target) = service_name(svc, primary).prepend_label(svc.label(ep, self.store.pod_names()).as_bytes()) else { continue };
                 if !targets.contains(&target) {
                     targets.push(target);
                 }

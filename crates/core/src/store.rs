@@ -6,7 +6,7 @@
 //! replaces one service in O(size of that service).
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::IpAddr;
@@ -52,32 +52,24 @@ pub struct PortSpec {
 }
 
 /// An endpoint that is published in DNS (ready, or its service publishes not-ready addresses).
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct EndpointEntry {
     pub ip: IpAddr,
-    /// Lowercased EndpointSlice hostname.
-    pub hostname: Option<Box<str>>,
-    /// Lowercased name of the target Pod.
-    pub pod_name: Option<Box<str>>,
+    /// Lowercased EndpointSlice hostname, in [`ServiceEntry::text`].
+    hostname: TextRef,
+    /// Lowercased name of the target Pod, in [`ServiceEntry::text`].
+    pod_name: TextRef,
     /// Index into [`ServiceEntry::port_groups`].
     pub group: u32,
 }
 
-impl EndpointEntry {
-    /// The DNS label naming this endpoint (CoreDNS `endpointHostname`).
-    pub fn label(&self, pod_names: bool) -> EndpointLabel<'_> {
-        if let Some(h) = &self.hostname {
-            return EndpointLabel::Text(h);
-        }
-        if pod_names
-            && let Some(p) = &self.pod_name {
-                // A pod name longer than a DNS label cannot be a name; fall back to the IP.
-                if is_dns_label(p) {
-                    return EndpointLabel::Text(p);
-                }
-            }
-        EndpointLabel::dashed(self.ip)
-    }
+/// A piece of a service's text (empty: absent). Endpoint names live in one string per
+/// service rather than a heap block each (measured: 56 bytes and two allocations per
+/// endpoint became 40 bytes and none).
+#[derive(Clone, Copy, Debug, Default)]
+struct TextRef {
+    start: u32,
+    len: u16,
 }
 
 #[derive(Clone, Debug)]
@@ -95,12 +87,34 @@ pub struct ServiceEntry {
     pub port_groups: Vec<Vec<PortSpec>>,
     /// Endpoint indices sorted by their DNS label, for O(log n) endpoint-name lookups.
     by_label: Vec<u32>,
+    /// The endpoints' hostnames and pod names, end to end.
+    text: Box<str>,
 }
 
 impl ServiceEntry {
+    fn text(&self, r: TextRef) -> Option<&str> {
+        (r.len > 0).then(|| self.text.get(r.start as usize..r.start as usize + usize::from(r.len))).flatten()
+    }
+
+    /// The DNS label naming `ep`, one of this service's endpoints (CoreDNS `endpointHostname`).
+    pub fn label(&self, ep: &EndpointEntry, pod_names: bool) -> EndpointLabel<'_> {
+        if let Some(h) = self.text(ep.hostname) {
+            return EndpointLabel::Text(h);
+        }
+        if pod_names
+            && let Some(p) = self.text(ep.pod_name) {
+                // A pod name longer than a DNS label cannot be a name; fall back to the IP.
+                if is_dns_label(p) {
+                    return EndpointLabel::Text(p);
+                }
+            }
+        EndpointLabel::dashed(ep.ip)
+    }
+
+
     /// Indices of the endpoints whose label equals `label` (lowercase).
     pub fn endpoints_named(&self, label: &[u8], pod_names: bool) -> impl Iterator<Item = &EndpointEntry> {
-        let key = move |i: &u32| self.endpoints[*i as usize].label(pod_names);
+        let key = move |i: &u32| self.label(&self.endpoints[*i as usize], pod_names);
         let start = self.by_label.partition_point(|i| key(i).as_bytes() < label);
         self.by_label[start..]
             .iter()
@@ -109,10 +123,10 @@ impl ServiceEntry {
     }
 
     fn sort_labels(&mut self, pod_names: bool) {
-        let eps = &self.endpoints;
-        self.by_label = (0..eps.len() as u32).collect();
-        self.by_label
-            .sort_by(|a, b| eps[*a as usize].label(pod_names).as_bytes().cmp(eps[*b as usize].label(pod_names).as_bytes()));
+        let mut by_label: Vec<u32> = (0..self.endpoints.len() as u32).collect();
+        let key = |i: &u32| self.label(&self.endpoints[*i as usize], pod_names);
+        by_label.sort_by(|a, b| key(a).as_bytes().cmp(key(b).as_bytes()));
+        self.by_label = by_label;
     }
 }
 
@@ -134,6 +148,11 @@ struct NamespaceRefs {
     pods: u32,
 }
 
+impl IpOwner {
+    const FIRST: IpOwner = IpOwner::ClusterIp { service: 0 };
+    const LAST: IpOwner = IpOwner::Endpoint { service: u32::MAX, endpoint: u32::MAX };
+}
+
 impl NamespaceRefs {
     fn unused(&self) -> bool {
         !self.explicit && self.services == 0 && self.pods == 0
@@ -148,7 +167,9 @@ pub struct Store {
     free_ids: Vec<u32>,
     /// "namespace/name" → service id.
     by_name: NameMap<u32>,
-    by_ip: BTreeMap<IpAddr, Vec<IpOwner>>,
+    /// (IP, owner) pairs: one B-tree of small entries rather than a list per IP (measured:
+    /// about 60 bytes less per endpoint).
+    by_ip: BTreeSet<(IpAddr, IpOwner)>,
     namespaces: BTreeMap<Box<str>, NamespaceRefs>,
     /// "namespace/name" of each pod → its IPs.
     pods: NameMap<Vec<IpAddr>>,
@@ -253,7 +274,8 @@ impl Store {
 
     /// Every IP that names something (cluster IPs and published endpoints), in order.
     pub fn owned_ips(&self) -> impl Iterator<Item = &IpAddr> {
-        self.by_ip.keys()
+        let mut last = None;
+        self.by_ip.iter().map(|(ip, _)| ip).filter(move |ip| last.replace(*ip) != Some(*ip))
     }
 
     /// Every (pod IP, namespace) pair.
@@ -261,8 +283,9 @@ impl Store {
         self.pod_ips.iter().flat_map(|(ip, nss)| nss.iter().map(move |ns| (ip, &**ns)))
     }
 
-    pub fn ip_owners(&self, ip: &IpAddr) -> &[IpOwner] {
-        self.by_ip.get(ip).map(Vec::as_slice).unwrap_or(&[])
+    /// Who owns `ip`: its service's cluster IP first, then endpoints by service and position.
+    pub fn ip_owners(&self, ip: &IpAddr) -> impl Iterator<Item = &IpOwner> {
+        self.by_ip.range((*ip, IpOwner::FIRST)..=(*ip, IpOwner::LAST)).map(|(_, owner)| owner)
     }
 
     pub fn pod_exists(&self, ip: IpAddr, ns: &[u8]) -> bool {
@@ -299,12 +322,10 @@ impl Store {
             }
         };
         for ip in &entry.cluster_ips {
-            self.by_ip.entry(*ip).or_default().push(IpOwner::ClusterIp { service: id });
+            self.by_ip.insert((*ip, IpOwner::ClusterIp { service: id }));
         }
         for (i, ep) in entry.endpoints.iter().enumerate() {
-            let owners = self.by_ip.entry(ep.ip).or_default();
-            let owner = IpOwner::Endpoint { service: id, endpoint: i as u32 };
-            owners.push(owner);
+            self.by_ip.insert((ep.ip, IpOwner::Endpoint { service: id, endpoint: i as u32 }));
         }
         self.ns_refs(&entry.namespace).services += 1;
         self.by_name.insert(owned_key(&entry.namespace, &entry.name), id);
@@ -314,16 +335,11 @@ impl Store {
     fn remove_service(&mut self, ns: &str, name: &str) {
         let Some(id) = self.by_name.remove(owned_key(ns, name).as_ref()) else { return };
         let Some(entry) = self.services[id as usize].take() else { return };
-        let ips = entry.cluster_ips.iter().chain(entry.endpoints.iter().map(|e| &e.ip));
-        for ip in ips {
-            if let Some(owners) = self.by_ip.get_mut(ip) {
-                owners.retain(|o| match o {
-                    IpOwner::ClusterIp { service } | IpOwner::Endpoint { service, .. } => *service != id,
-                });
-                if owners.is_empty() {
-                    self.by_ip.remove(ip);
-                }
-            }
+        for ip in &entry.cluster_ips {
+            self.by_ip.remove(&(*ip, IpOwner::ClusterIp { service: id }));
+        }
+        for (i, ep) in entry.endpoints.iter().enumerate() {
+            self.by_ip.remove(&(ep.ip, IpOwner::Endpoint { service: id, endpoint: i as u32 }));
         }
         self.free_ids.push(id);
         self.release_ns(ns, |r| r.services -= 1);
@@ -439,6 +455,17 @@ fn build_service(svc: v1::Service, pod_names: bool) -> Result<ServiceEntry, Inpu
     }
     let mut port_groups = Vec::with_capacity(svc.endpoint_groups.len());
     let mut endpoints = Vec::new();
+    let mut text = String::new();
+    // A name too long to be a DNS name (over 64 KiB) is kept as absent.
+    let mut add_text = |s: &str| -> TextRef {
+        match (u32::try_from(text.len()), u16::try_from(s.len())) {
+            (Ok(start), Ok(len)) if len > 0 => {
+                text.extend(s.chars().map(|c| c.to_ascii_lowercase()));
+                TextRef { start, len }
+            }
+            _ => TextRef::default(),
+        }
+    };
     for group in &svc.endpoint_groups {
         let group_id = port_groups.len() as u32;
         port_groups.push(ports_or_sentinel(&group.ports)?);
@@ -447,12 +474,7 @@ fn build_service(svc: v1::Service, pod_names: bool) -> Result<ServiceEntry, Inpu
             if !(ep.ready || svc.publish_not_ready_addresses) {
                 continue;
             }
-            endpoints.push(EndpointEntry {
-                ip,
-                hostname: non_empty_lower(&ep.hostname),
-                pod_name: non_empty_lower(&ep.pod_name),
-                group: group_id,
-            });
+            endpoints.push(EndpointEntry { ip, hostname: add_text(&ep.hostname), pod_name: add_text(&ep.pod_name), group: group_id });
         }
     }
     let mut entry = ServiceEntry {
@@ -462,9 +484,10 @@ fn build_service(svc: v1::Service, pod_names: bool) -> Result<ServiceEntry, Inpu
         cluster_ips,
         ports: ports_or_sentinel(&svc.ports)?,
         external_name: non_empty_lower(svc.external_name.trim_end_matches('.')),
-        endpoints,
+        endpoints: { endpoints.shrink_to_fit(); endpoints },
         port_groups,
         by_label: Vec::new(),
+        text: text.into_boxed_str(),
     };
     entry.sort_labels(pod_names);
     Ok(entry)

@@ -63,7 +63,7 @@ impl Lookup<'_> {
                     proto_label.extend_from_slice(proto.as_bytes());
                     ask(child(&base, &[&port_label, &proto_label]), &[RecordType::SRV]);
                 }
-                let labels: BTreeSet<Vec<u8>> = svc.endpoints.iter().map(|e| e.label(pod_names).as_bytes().to_vec()).collect();
+                let labels: BTreeSet<Vec<u8>> = svc.endpoints.iter().map(|e| svc.label(e, pod_names).as_bytes().to_vec()).collect();
                 for label in labels {
                     ask(child(&base, &[&label]), ADDR_SRV);
                 }

@@ -84,24 +84,15 @@ impl ClusterState {
         v1::Snapshot { serial: opts.serial, namespaces: self.all_namespaces().into_iter().collect(), services, pods }
     }
 
-    pub(crate) fn service_proto(&self, svc: &ServiceObject, slices: &[&SliceObject], ns_pods: &[&PodObject], opts: BuildOptions) -> v1::Service {
+    fn service_proto(&self, svc: &ServiceObject, slices: &[&SliceObject], ns_pods: &[&PodObject], opts: BuildOptions) -> v1::Service {
         let endpoint_groups = if svc.kind == v1::ServiceType::ExternalName {
             Vec::new()
         } else if slices.is_empty() && opts.derive_endpoints && !svc.selector.is_empty() {
             derive::endpoint_groups(svc, ns_pods)
         } else {
-            slices.iter().map(|s| v1::EndpointGroup { ports: s.ports.clone(), endpoints: s.endpoints.clone() }).collect()
+            slices.iter().map(|s| s.group()).collect()
         };
-        v1::Service {
-            namespace: svc.key.namespace.clone(),
-            name: svc.key.name.clone(),
-            r#type: svc.kind as i32,
-            cluster_ips: svc.cluster_ips.iter().map(objects::ip_bytes).collect(),
-            ports: svc.ports.iter().map(|p| v1::Port { name: p.name.clone(), protocol: p.protocol as i32, port: p.port as u32 }).collect(),
-            external_name: svc.external_name.clone(),
-            publish_not_ready_addresses: svc.publish_not_ready_addresses,
-            endpoint_groups,
-        }
+        service_proto(svc, endpoint_groups)
     }
 
     fn slices_by_service(&self) -> BTreeMap<ObjectKey, Vec<&SliceObject>> {
@@ -119,6 +110,21 @@ impl ClusterState {
             map.entry(pod.key.namespace.as_str()).or_default().push(pod);
         }
         map
+    }
+}
+
+/// A service as the engine sees it, with its endpoints.
+pub fn service_proto(svc: &ServiceObject, endpoint_groups: Vec<v1::EndpointGroup>) -> v1::Service {
+    let endpoint_groups = if svc.kind == v1::ServiceType::ExternalName { Vec::new() } else { endpoint_groups };
+    v1::Service {
+        namespace: svc.key.namespace.clone(),
+        name: svc.key.name.clone(),
+        r#type: svc.kind as i32,
+        cluster_ips: svc.cluster_ips.iter().map(objects::ip_bytes).collect(),
+        ports: svc.ports.iter().map(|p| v1::Port { name: p.name.clone(), protocol: p.protocol as i32, port: p.port as u32 }).collect(),
+        external_name: svc.external_name.clone(),
+        publish_not_ready_addresses: svc.publish_not_ready_addresses,
+        endpoint_groups,
     }
 }
 

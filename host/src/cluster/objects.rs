@@ -185,6 +185,16 @@ pub struct SliceObject {
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 impl SliceObject {
+    /// Its ports and endpoints, as the engine takes them.
+    pub fn group(&self) -> v1::EndpointGroup {
+        v1::EndpointGroup { ports: self.ports.clone(), endpoints: self.endpoints.clone() }
+    }
+
+    /// Like [`SliceObject::group`], taking them out.
+    pub fn into_group(self) -> v1::EndpointGroup {
+        v1::EndpointGroup { ports: self.ports, endpoints: self.endpoints }
+    }
+
     /// `None` for slices DNS does not use: FQDN slices and slices not owned by a service.
     pub fn from_k8s(slice: &discovery_v1::EndpointSlice) -> Result<Option<Self>, FieldError> {
         let key = key_of(&slice.metadata, true)?;
