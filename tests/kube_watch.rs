@@ -103,6 +103,12 @@ fn initial_sync_then_adds_changes_and_deletes_show_up_in_answers() {
     assert!(requests.iter().any(|r| r.starts_with("/api/v1/services?") && r.contains("limit=250")), "{requests:?}");
     assert!(requests.iter().any(|r| r.starts_with("/api/v1/services?") && r.contains("watch=true") && r.contains("allowWatchBookmarks=true")), "{requests:?}");
     assert!(!requests.iter().any(|r| r.starts_with("/api/v1/pods")), "pods are watched only for `pods verified`: {requests:?}");
+    // Only GET list and watch on the collections deploy/rbac.yaml grants (the server answers
+    // anything else with 404 or 405, which would show up as a failed sync).
+    let granted = ["/api/v1/services?", "/api/v1/namespaces?", "/apis/discovery.k8s.io/v1/endpointslices?"];
+    assert!(requests.iter().all(|r| granted.iter().any(|g| r.starts_with(g))), "{requests:?}");
+    let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac.yaml")).unwrap();
+    assert_eq!(rbac.matches("verbs: [list, watch]").count(), 2, "deploy/rbac.yaml grants exactly list and watch:\n{rbac}");
 
     // Add a service.
     api.apply(service("shop", "cart", "10.96.0.30"));

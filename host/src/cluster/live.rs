@@ -213,7 +213,7 @@ impl LiveState {
     }
 
     fn service_proto(&self, key: &ObjectKey, svc: &StoredService) -> v1::Service {
-        let slice_key = |name: &Box<str>| ObjectKey { namespace: key.namespace.clone(), name: name.to_string() };
+        let slice_key = |name: &str| ObjectKey { namespace: key.namespace.clone(), name: name.to_string() };
         let groups = self.slices_of.get(key).into_iter().flatten().filter_map(|n| self.slices.get(&slice_key(n))).map(StoredSlice::group).collect();
         svc.with_groups(groups)
     }
