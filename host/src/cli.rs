@@ -180,7 +180,8 @@ pub struct ServeArgs {
     /// Most TCP connections open at once.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub tcp_max_connections: usize,
-    /// Address for gRPC: CoreDNS's DnsService (the stock `grpc` plugin forwards to it).
+    /// Address for gRPC: CoreDNS's DnsService (the stock `grpc` plugin forwards to it) and the
+    /// kdns.v1 snapshot stream (the kdns plugin inside CoreDNS watches it).
     #[arg(long, value_name = "ADDR:PORT")]
     pub grpc_listen: Option<SocketAddr>,
     /// Address for /health, /ready and /metrics (Prometheus).
@@ -257,6 +258,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         (EngineKind::Wasm, None) => Arc::new(WasmEngine::new(EMBEDDED_MODULE, config.clone(), WasmLimits::default())?),
     };
+    // With gRPC on, every view the engine takes is also streamed to remote engines.
+    let feed = args.grpc_listen.map(|_| crate::engine::feed::Feed::new(&config));
+    let engine: Arc<dyn Engine> = match &feed {
+        Some(feed) => Arc::new(crate::engine::feed::Fed { inner: engine, feed: feed.clone() }),
+        None => engine,
+    };
     let metrics = Arc::new(Metrics::new());
     // Whether the engine holds a cluster view; until then cluster names get SERVFAIL.
     let ready = Arc::new(AtomicBool::new(false));
@@ -306,7 +313,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let bound = server::start(handler.clone(), &dns).await?;
     let grpc = match args.grpc_listen {
-        Some(addr) => server::grpc::start(addr, handler).await?.to_string(),
+        Some(addr) => server::grpc::start(addr, handler, feed).await?.to_string(),
         None => "off".into(),
     };
     let http = match args.http_listen {

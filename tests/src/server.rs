@@ -206,6 +206,29 @@ pub fn coredns_bin() -> PathBuf {
     bin
 }
 
+/// CoreDNS with the kdns wasm plugin compiled in (tests/setup builds it from
+/// plugin-wasm/coredns), or $KDNS_COREDNS_KDNS.
+pub fn coredns_kdns_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("KDNS_COREDNS_KDNS") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe.ancestors().nth(3).expect("target directory").join("tools/bin/coredns-kdns");
+    assert!(bin.exists(), "{} not found: run tests/setup (it builds CoreDNS with the kdns plugin), or set KDNS_COREDNS_KDNS", bin.display());
+    bin
+}
+
+/// The kdns ABI v1 module the build embeds in `kdns` (host/build.rs), or $KDNS_PLUGIN_WASM.
+pub fn plugin_wasm() -> PathBuf {
+    if let Ok(p) = std::env::var("KDNS_PLUGIN_WASM") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let wasm = exe.ancestors().nth(3).expect("target directory").join("wasm-embed/wasm32-unknown-unknown/wasm-release/kdns_plugin.wasm");
+    assert!(wasm.exists(), "{} not found: build kdns first (cargo build -p kdns-host)", wasm.display());
+    wasm
+}
+
 /// A free loopback port for both UDP and TCP (for programs that cannot report theirs).
 pub fn free_port() -> u16 {
     loop {
@@ -228,10 +251,15 @@ impl CoreDns {
     /// Starts CoreDNS with `corefile` (where `{PORT}` is replaced by a free port) and waits
     /// until it answers over UDP.
     pub fn start(corefile: &str) -> CoreDns {
+        Self::start_with(&coredns_bin(), corefile)
+    }
+
+    /// Like [`CoreDns::start`] with another CoreDNS binary (e.g. [`coredns_kdns_bin`]).
+    pub fn start_with(bin: &Path, corefile: &str) -> CoreDns {
         let port = free_port();
         let dir = TempDir::new("coredns");
         std::fs::write(dir.path("Corefile"), corefile.replace("{PORT}", &port.to_string())).unwrap();
-        let child = Command::new(coredns_bin())
+        let child = Command::new(bin)
             .args(["-conf", "Corefile", "-quiet"])
             .current_dir(&dir.0)
             .stdin(Stdio::null())

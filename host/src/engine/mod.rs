@@ -1,6 +1,7 @@
 //! Engines answer queries from a snapshot. The native engine links the core; the wasm engine
 //! (issue: WebAssembly) runs the same core as a module. Both sit behind [`Engine`].
 
+pub mod feed;
 pub mod native;
 pub mod wasm;
 
