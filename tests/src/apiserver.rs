@@ -2,7 +2,8 @@
 //! list/watch protocol the way kube-apiserver does for Services, EndpointSlices, Namespaces
 //! and Pods: JSON lists with `resourceVersion` and `limit`/`continue` paging, chunked watch
 //! streams of ADDED/MODIFIED/DELETED events resumed from a resourceVersion, periodic BOOKMARK
-//! events, and `ERROR` 410 Gone for a resourceVersion older than the compacted history.
+//! events, watch-list streams (`sendInitialEvents`, as client-go asks), and `ERROR` 410 Gone
+//! for a resourceVersion older than the compacted history.
 //!
 //! The test drives it: change objects, compact the history, stop it (every connection dropped
 //! at once) and start it again on the same port, or cut the next watch event in half.
@@ -362,12 +363,20 @@ fn watch(inner: Arc<Inner>, resource: Resource, query: &BTreeMap<String, String>
     let from: Option<u64> = query.get("resourceVersion").and_then(|rv| rv.parse().ok()).filter(|rv| *rv > 0);
     let timeout = query.get("timeoutSeconds").and_then(|t| t.parse().ok()).map(Duration::from_secs).unwrap_or(Duration::from_secs(1800));
     let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    // Watch-list (client-go's WatchListClient): the current objects as ADDED, then a bookmark
+    // marking the end of the initial events, then changes.
+    let initial_events = query.get("sendInitialEvents").is_some_and(|b| b == "true");
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(64);
     // Subscribe before reading the history, so nothing falls between the two.
     let mut live = inner.live.subscribe();
     let (backlog, gone, mut sent_rv) = {
         let state = inner.state.lock().unwrap();
         match from {
+            _ if initial_events => (
+                state.objects.iter().filter(|(k, _)| k.0 == resource).map(|(_, o)| Change { rv: state.rv, resource, kind: "ADDED", object: o.clone() }).collect(),
+                None,
+                state.rv,
+            ),
             Some(rv) if rv < state.compacted => (Vec::new(), Some(status(410, "Expired", &format!("too old resource version: {rv} ({})", state.compacted))), rv),
             Some(rv) => (state.history.iter().filter(|c| c.resource == resource && c.rv > rv).cloned().collect::<Vec<_>>(), None, rv),
             // No resourceVersion: the current objects as ADDED, then what follows.
@@ -406,6 +415,13 @@ fn watch(inner: Arc<Inner>, resource: Resource, query: &BTreeMap<String, String>
                 return;
             }
             sent_rv = sent_rv.max(change.rv);
+        }
+        if initial_events {
+            let mark = json!({"kind": resource.kind(), "apiVersion": resource.api_version(),
+                "metadata": {"resourceVersion": sent_rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
+            if tx.send(Ok(Frame::data(event_line("BOOKMARK", &mark)))).await.is_err() {
+                return;
+            }
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut ticker = tokio::time::interval(inner.bookmark_every);

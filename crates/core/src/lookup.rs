@@ -222,8 +222,14 @@ impl Lookup<'_> {
                 let weight = srv_weight(ports.len() * svc.cluster_ips.len());
                 let target = service_name(svc, &zone.name);
                 if !svc.cluster_ips.is_empty() {
+                    // Two ports with one number (53/UDP and 53/TCP) are one record: an RRset
+                    // holds no duplicates (RFC 2181 5). The weight still counts both, as in CoreDNS.
+                    let mut seen: Vec<u16> = Vec::new();
                     for p in ports.iter().filter_map(|p| p.port) {
-                        ans.answers.push(srv(qname, self.ttl(), weight, p, target.clone()));
+                        if !seen.contains(&p) {
+                            seen.push(p);
+                            ans.answers.push(srv(qname, self.ttl(), weight, p, target.clone()));
+                        }
                     }
                     for ip in &svc.cluster_ips {
                         ans.additionals.push(address_record(&target, self.ttl(), *ip));
