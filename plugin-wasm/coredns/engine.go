@@ -46,7 +46,13 @@ type instance struct {
 	mod                                          api.Module
 	alloc, free, configure, load, apply, resolve api.Function
 	broken                                       bool
+	// A buffer in the module's memory that holds each query, allocated once: the ABI lets
+	// a host keep a buffer from kdns_alloc until it frees it.
+	queryBuf uint32
 }
+
+// queryBufSize is the largest query a query buffer takes (a DNS message over TCP).
+const queryBufSize = 65535
 
 // NewEngine compiles the module and checks its ABI version.
 func NewEngine(ctx context.Context, wasm []byte) (*Engine, error) {
@@ -100,6 +106,12 @@ func (e *Engine) instantiate(ctx context.Context) (*instance, error) {
 		mod.Close(ctx)
 		return nil, fmt.Errorf("the wasm module speaks kdns ABI %v, this plugin speaks 1", res)
 	}
+	buf, err := inst.alloc.Call(ctx, queryBufSize)
+	if err != nil || uint32(buf[0]) == 0 {
+		mod.Close(ctx)
+		return nil, fmt.Errorf("the wasm module cannot allocate a query buffer: %v", err)
+	}
+	inst.queryBuf = uint32(buf[0])
 	return inst, nil
 }
 
@@ -197,8 +209,6 @@ func (e *Engine) Resolve(ctx context.Context, query []byte, maxUDP int) ([]byte,
 	defer e.mu.RUnlock()
 	inst := <-e.instances
 	defer func() { e.instances <- inst }()
-	ctx, cancel := context.WithTimeout(ctx, queryDeadline)
-	defer cancel()
 	answer, err := inst.resolveOnce(ctx, query, maxUDP)
 	if err != nil {
 		e.traps.Add(1)
@@ -220,15 +230,15 @@ func (inst *instance) resolveOnce(ctx context.Context, query []byte, maxUDP int)
 	if inst.broken {
 		return nil, errors.New("instance unusable since an earlier failure")
 	}
-	ptr, err := inst.put(ctx, query)
-	if err != nil {
-		return nil, err
+	if len(query) > queryBufSize || !inst.mod.Memory().Write(inst.queryBuf, query) {
+		return nil, errors.New("the query does not fit the module's query buffer")
 	}
-	res, err := inst.resolve.Call(ctx, uint64(ptr), uint64(len(query)), uint64(maxUDP))
+	// Only this call gets the deadline: with CloseOnContextDone wazero watches a context that
+	// can end, and a module past its deadline is closed (then rebuilt).
+	ctx, cancel := context.WithTimeout(ctx, queryDeadline)
+	defer cancel()
+	res, err := inst.resolve.Call(ctx, uint64(inst.queryBuf), uint64(len(query)), uint64(maxUDP))
 	if err != nil {
-		return nil, err
-	}
-	if _, err := inst.free.Call(ctx, uint64(ptr), uint64(len(query))); err != nil {
 		return nil, err
 	}
 	packed := res[0]

@@ -23,7 +23,7 @@ func hostileModule(resolve []byte) []byte {
 		0x60, 2, 0x7f, 0x7f, 1, 0x7f, // (i32, i32) -> i32
 		0x60, 3, 0x7f, 0x7f, 0x7f, 1, 0x7e) // (i32, i32, i32) -> i64
 	funcs := section(3, 7, 0, 1, 2, 3, 3, 3, 4)
-	memory := section(5, 1, 0, 1)
+	memory := section(5, 1, 0, 2) // two pages: the 64 KiB query buffer at 1024 fits
 	exports := []byte{8}
 	exports = append(append(exports, name("memory")...), 2, 0)
 	for i, n := range []string{"kdns_abi_version", "kdns_alloc", "kdns_free", "kdns_configure", "kdns_load", "kdns_apply", "kdns_resolve"} {
