@@ -10,17 +10,22 @@ use kdns_tests::cases::{run_case_raw_tcp, run_case_with_dig};
 use kdns_tests::server::{CoreDns, Kdns, TempDir, coredns_kdns_bin, dig, plugin_wasm};
 use kdns_tests::vectors::{self, Observed};
 
+/// `kdns serve` with a vector's cluster and settings, and gRPC on.
+fn serve_vector_with_grpc(dir: &TempDir, v: &vectors::Vector) -> Kdns {
+    let file = dir.path(&format!("{}.yaml", v.name()));
+    std::fs::write(&file, &v.cluster).unwrap();
+    let mut args = v.flags();
+    args.extend(["--manifests".into(), file.display().to_string(), "--grpc-listen".into(), "127.0.0.1:0".into()]);
+    Kdns::start(&args)
+}
+
 #[test]
 fn every_vector_through_stock_coredns_grpc() {
     let dir = TempDir::new("coredns-grpc");
     let mut failures = Vec::new();
     let mut asked = 0;
     for v in vectors::load_all() {
-        let file = dir.path(&format!("{}.yaml", v.name()));
-        std::fs::write(&file, &v.cluster).unwrap();
-        let mut args = v.flags();
-        args.extend(["--manifests".into(), file.display().to_string(), "--grpc-listen".into(), "127.0.0.1:0".into()]);
-        let kdns = Kdns::start(&args);
+        let kdns = serve_vector_with_grpc(&dir, &v);
         let grpc = kdns.grpc.expect("grpc address in the start line");
         let coredns = CoreDns::start(&format!(".:{{PORT}} {{\n    bind 127.0.0.1\n    grpc . {grpc}\n}}\n"));
         for (i, case) in v.cases.iter().enumerate() {
@@ -57,11 +62,7 @@ fn every_vector_through_coredns_with_the_kdns_wasm_plugin() {
     let mut failures = Vec::new();
     let mut asked = 0;
     for v in vectors::load_all() {
-        let file = dir.path(&format!("{}.yaml", v.name()));
-        std::fs::write(&file, &v.cluster).unwrap();
-        let mut args = v.flags();
-        args.extend(["--manifests".into(), file.display().to_string(), "--grpc-listen".into(), "127.0.0.1:0".into()]);
-        let kdns = Kdns::start(&args);
+        let kdns = serve_vector_with_grpc(&dir, &v);
         let coredns = coredns_with_plugin(kdns.grpc.expect("grpc address"), "");
         for (i, case) in v.cases.iter().enumerate() {
             let (_, rtype) = case.name_and_type();

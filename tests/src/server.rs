@@ -194,39 +194,32 @@ pub fn metric(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
         .reduce(|a, b| a + b)
 }
 
-/// The CoreDNS binary tests/setup builds (or $KDNS_COREDNS).
-pub fn coredns_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("KDNS_COREDNS") {
+/// A file the build or tests/setup puts under the target directory (`rel`), or the path in
+/// the environment variable `env`; `hint` says how to get it when it is missing.
+fn built_file(env: &str, rel: &str, hint: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
         return p.into();
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let target = exe.ancestors().nth(3).expect("target directory");
-    let bin = target.join("tools/bin/coredns");
-    assert!(bin.exists(), "{} not found: run tests/setup (it builds CoreDNS), or set KDNS_COREDNS", bin.display());
-    bin
+    let path = exe.ancestors().nth(3).expect("target directory").join(rel);
+    assert!(path.exists(), "{} not found: {hint}, or set {env}", path.display());
+    path
+}
+
+/// The CoreDNS binary tests/setup builds (or $KDNS_COREDNS).
+pub fn coredns_bin() -> PathBuf {
+    built_file("KDNS_COREDNS", "tools/bin/coredns", "run tests/setup (it builds CoreDNS)")
 }
 
 /// CoreDNS with the kdns wasm plugin compiled in (tests/setup builds it from
 /// plugin-wasm/coredns), or $KDNS_COREDNS_KDNS.
 pub fn coredns_kdns_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("KDNS_COREDNS_KDNS") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe.ancestors().nth(3).expect("target directory").join("tools/bin/coredns-kdns");
-    assert!(bin.exists(), "{} not found: run tests/setup (it builds CoreDNS with the kdns plugin), or set KDNS_COREDNS_KDNS", bin.display());
-    bin
+    built_file("KDNS_COREDNS_KDNS", "tools/bin/coredns-kdns", "run tests/setup (it builds CoreDNS with the kdns plugin)")
 }
 
 /// The kdns ABI v1 module the build embeds in `kdns` (host/build.rs), or $KDNS_PLUGIN_WASM.
 pub fn plugin_wasm() -> PathBuf {
-    if let Ok(p) = std::env::var("KDNS_PLUGIN_WASM") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let wasm = exe.ancestors().nth(3).expect("target directory").join("wasm-embed/wasm32-unknown-unknown/wasm-release/kdns_plugin.wasm");
-    assert!(wasm.exists(), "{} not found: build kdns first (cargo build -p kdns-host)", wasm.display());
-    wasm
+    built_file("KDNS_PLUGIN_WASM", "wasm-embed/wasm32-unknown-unknown/wasm-release/kdns_plugin.wasm", "build kdns first (cargo build -p kdns-host)")
 }
 
 /// A free loopback port for both UDP and TCP (for programs that cannot report theirs).
