@@ -268,7 +268,16 @@ fn paged_lists_of_many_objects_are_complete() {
 
 #[test]
 fn every_conformance_vector_served_from_the_api() {
-    let dir = TempDir::new("kube-vectors");
+    every_conformance_vector_served_from_the_api_by("native");
+}
+
+#[test]
+fn every_conformance_vector_served_from_the_api_by_the_wasm_engine() {
+    every_conformance_vector_served_from_the_api_by("wasm");
+}
+
+fn every_conformance_vector_served_from_the_api_by(engine: &str) {
+    let dir = TempDir::new(&format!("kube-vectors-{engine}"));
     let mut failures = Vec::new();
     let (mut asked, mut vectors_run) = (0, 0);
     for v in vectors::load_all() {
@@ -286,7 +295,7 @@ fn every_conformance_vector_served_from_the_api() {
         let kubeconfig = dir.path("kubeconfig");
         api.write_kubeconfig(&kubeconfig);
         let mut args = v.flags();
-        args.extend(["--kubeconfig".into(), kubeconfig.display().to_string()]);
+        args.extend(["--kubeconfig".into(), kubeconfig.display().to_string(), "--engine".into(), engine.into()]);
         let server = Kdns::start(&args);
         vectors_run += 1;
         for (i, case) in v.cases.iter().enumerate() {
@@ -303,5 +312,5 @@ fn every_conformance_vector_served_from_the_api() {
     }
     assert!(vectors_run >= 8, "only {vectors_run} vectors ran");
     assert!(failures.is_empty(), "{} of {asked} failed:\n{}", failures.len(), failures.join("\n"));
-    println!("{asked} vector cases from {vectors_run} vectors passed with the cluster served by the API");
+    println!("{asked} vector cases from {vectors_run} vectors passed with the cluster served by the API ({engine} engine)");
 }

@@ -6,7 +6,6 @@
 //! view: config, snapshot, deltas, then what follows. When the deltas outgrow the snapshot they
 //! are folded into it.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -72,44 +71,20 @@ impl Feed {
         let _ = self.live.send(Kind::Delta(delta));
         let snapshot_len = state.snapshot.as_ref().map_or(0, Bytes::len);
         // Geometric: folding while a view is built up from deltas costs O(view) in all.
-        if state.delta_bytes > 2 * snapshot_len + (1 << 20) {
+        if super::time_to_fold(snapshot_len, state.delta_bytes) {
             state.fold();
         }
     }
 }
 
 impl FeedState {
-    /// Folds the deltas into the snapshot (the same rules as the core's store: a delta replaces
-    /// or removes whole services, pods and namespaces).
     fn fold(&mut self) {
-        let Some(snapshot) = self.snapshot.as_ref().and_then(|b| v1::Snapshot::decode(b.as_ref()).ok()) else { return };
-        let mut namespaces: BTreeSet<String> = snapshot.namespaces.into_iter().collect();
-        let mut services: BTreeMap<(String, String), v1::Service> = snapshot.services.into_iter().map(|s| ((s.namespace.clone(), s.name.clone()), s)).collect();
-        let mut pods: BTreeMap<(String, String), v1::Pod> = snapshot.pods.into_iter().map(|p| ((p.namespace.clone(), p.name.clone()), p)).collect();
-        let mut serial = snapshot.serial;
-        for bytes in self.deltas.drain(..) {
-            let Ok(d) = v1::Delta::decode(bytes.as_ref()) else { continue };
-            for k in d.remove_services {
-                services.remove(&(k.namespace, k.name));
-            }
-            for s in d.upsert_services {
-                services.insert((s.namespace.clone(), s.name.clone()), s);
-            }
-            for k in d.remove_pods {
-                pods.remove(&(k.namespace, k.name));
-            }
-            for p in d.upsert_pods {
-                pods.insert((p.namespace.clone(), p.name.clone()), p);
-            }
-            for ns in d.remove_namespaces {
-                namespaces.remove(&ns);
-            }
-            namespaces.extend(d.upsert_namespaces);
-            serial = d.serial;
+        let Some(snapshot) = &self.snapshot else { return };
+        if let Some(folded) = super::fold_deltas(snapshot, self.deltas.iter().map(|d| d.as_ref())) {
+            self.snapshot = Some(folded.into());
+            self.deltas.clear();
+            self.delta_bytes = 0;
         }
-        let folded = v1::Snapshot { serial, namespaces: namespaces.into_iter().collect(), services: services.into_values().collect(), pods: pods.into_values().collect() };
-        self.snapshot = Some(folded.encode_to_vec().into());
-        self.delta_bytes = 0;
     }
 }
 

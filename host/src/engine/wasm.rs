@@ -333,8 +333,17 @@ impl Engine for WasmEngine {
         let bytes = delta.encode_to_vec();
         self.recovery.lock().unwrap_or_else(|e| e.into_inner()).deltas.push(bytes.clone());
         let result = self.broadcast(Input::Apply, &bytes);
+        let mut recovery = self.recovery.lock().unwrap_or_else(|e| e.into_inner());
         if result.is_err() {
-            self.recovery.lock().unwrap_or_else(|e| e.into_inner()).deltas.pop();
+            recovery.deltas.pop();
+        }
+        // A watched cluster sends deltas for ever: keep what a rebuild replays bounded.
+        let (snapshot_len, delta_len) = (recovery.snapshot.as_ref().map_or(0, Vec::len), recovery.deltas.iter().map(Vec::len).sum());
+        if super::time_to_fold(snapshot_len, delta_len)
+            && let Some(folded) = recovery.snapshot.as_deref().and_then(|s| super::fold_deltas(s, recovery.deltas.iter().map(Vec::as_slice)))
+        {
+            recovery.snapshot = Some(folded);
+            recovery.deltas.clear();
         }
         result
     }
