@@ -59,6 +59,8 @@ fn main() -> anyhow::Result<()> {
     let pid = kdns.pid();
     std::thread::sleep(Duration::from_secs(2));
     let steady = rss_kib(pid, "VmRSS")?;
+    // Resident memory is the process's own (anonymous) plus the binary's pages it touched.
+    let (anon, file) = (rss_kib(pid, "RssAnon")?, rss_kib(pid, "RssFile")?);
 
     // Event-to-answer latency.
     let socket = UdpSocket::bind("127.0.0.1:0")?;
@@ -120,7 +122,7 @@ fn main() -> anyhow::Result<()> {
     println!("kdns watching the API: {} services, {} endpoints, {} namespaces; extra args {:?}", shape.services, shape.endpoints, shape.namespaces, args.kdns_args);
     println!("start to first sync: {start_s:.2} s  ({})", sync_line.split("synced with the API server").nth(1).unwrap_or_default().trim());
     println!("event-to-answer over {} changes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", latencies.len(), pct(0.50), pct(0.99), pct(1.0));
-    println!("RSS steady {:.1} MB, after the changes {:.1} MB", mb(steady), mb(after_changes));
+    println!("RSS steady {:.1} MB ({:.1} MB anonymous, {:.1} MB file-backed), after the changes {:.1} MB", mb(steady), mb(anon), mb(file), mb(after_changes));
     println!("relist (410 Gone): {relist_s:.2} s; RSS before {:.1} MB, peak {:.1} MB ({:.2}x), after {:.1} MB; still answering: {still}", mb(before_relist), mb(peak), peak as f64 / before_relist as f64, mb(after_relist));
     Ok(())
 }
