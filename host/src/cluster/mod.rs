@@ -85,9 +85,8 @@ impl ClusterState {
     }
 
     fn service_proto(&self, svc: &ServiceObject, slices: &[&SliceObject], ns_pods: &[&PodObject], opts: BuildOptions) -> v1::Service {
-        let endpoint_groups = if svc.kind == v1::ServiceType::ExternalName {
-            Vec::new()
-        } else if slices.is_empty() && opts.derive_endpoints && !svc.selector.is_empty() {
+        // (`service_proto` drops endpoints of an ExternalName service.)
+        let endpoint_groups = if slices.is_empty() && opts.derive_endpoints && !svc.selector.is_empty() && svc.kind != v1::ServiceType::ExternalName {
             derive::endpoint_groups(svc, ns_pods)
         } else {
             slices.iter().map(|s| s.group()).collect()

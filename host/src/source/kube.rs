@@ -126,17 +126,15 @@ where
         let mut events = watcher(api).boxed();
         while let Some(event) = events.next().await {
             let update = match event {
-                Ok(Event::Init) => vec![Update::ListStarted(collection)],
-                Ok(Event::InitApply(obj)) => vec![converted(collection, &obj, trim, true)],
-                Ok(Event::InitDone) => vec![Update::ListDone(collection)],
-                Ok(Event::Apply(obj)) => vec![converted(collection, &obj, trim, false)],
-                Ok(Event::Delete(obj)) => vec![Update::Delete(collection, key_of(collection, &obj))],
-                Err(e) => vec![Update::Failed(collection, e.to_string())],
+                Ok(Event::Init) => Update::ListStarted(collection),
+                Ok(Event::InitApply(obj)) => converted(collection, &obj, trim, true),
+                Ok(Event::InitDone) => Update::ListDone(collection),
+                Ok(Event::Apply(obj)) => converted(collection, &obj, trim, false),
+                Ok(Event::Delete(obj)) => Update::Delete(collection, key_of(collection, &obj)),
+                Err(e) => Update::Failed(collection, e.to_string()),
             };
-            for u in update {
-                if tx.send(u).await.is_err() {
-                    return;
-                }
+            if tx.send(update).await.is_err() {
+                return;
             }
         }
     });
