@@ -13,6 +13,7 @@ pub mod error;
 pub mod lookup;
 pub mod message;
 pub mod names;
+mod wire;
 pub mod store;
 pub mod zone;
 

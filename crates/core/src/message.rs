@@ -5,10 +5,11 @@
 
 use alloc::vec::Vec;
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::DNSClass;
 
-use crate::lookup::Lookup;
+use crate::lookup::{Answer, Lookup};
+use crate::wire::{Fit, Head, Sections, write_response};
 
 /// UDP payload size kdns advertises in its OPT record (the DNS Flag Day 2020 value).
 pub const ADVERTISED_UDP_SIZE: u16 = 1232;
@@ -30,70 +31,70 @@ pub fn respond(lookup: &Lookup<'_>, query: &[u8], max_udp: u16) -> Option<Vec<u8
         Ok(m) => m,
         Err(_) => return Some(header_only(query, ResponseCode::FormErr)),
     };
-    let mut response = Message::response(request.id, request.op_code);
-    response.metadata.recursion_desired = request.recursion_desired;
-    response.metadata.checking_disabled = request.checking_disabled;
-    if let Some(req_edns) = &request.edns {
-        let mut edns = Edns::new();
-        edns.set_max_payload(if max_udp == STREAM { ADVERTISED_UDP_SIZE } else { max_udp.max(CLASSIC_UDP_SIZE) });
-        edns.set_version(0);
-        response.set_edns(edns);
-        if req_edns.version() > 0 {
-            response.metadata.response_code = ResponseCode::BADVERS;
-            return encode(&response, max_udp, request.edns.as_ref());
+    let mut head = Head {
+        id: request.id,
+        op_code: request.op_code,
+        authoritative: false,
+        recursion_desired: request.recursion_desired,
+        checking_disabled: request.checking_disabled,
+        rcode: ResponseCode::NoError,
+    };
+    let reply = Reply { max_udp, client_edns: request.edns.as_ref() };
+    if let Some(req_edns) = &request.edns
+        && req_edns.version() > 0 {
+            head.rcode = ResponseCode::BADVERS;
+            return Some(reply.write(head, &[], &Answer::default()));
         }
-    }
     if request.op_code != OpCode::Query {
-        response.queries = request.queries.clone();
-        response.metadata.response_code = ResponseCode::NotImp;
-        return encode(&response, max_udp, request.edns.as_ref());
+        head.rcode = ResponseCode::NotImp;
+        return Some(reply.write(head, &request.queries, &Answer::default()));
     }
     if request.queries.len() != 1 {
-        response.metadata.response_code = ResponseCode::FormErr;
-        return encode(&response, max_udp, request.edns.as_ref());
+        head.rcode = ResponseCode::FormErr;
+        return Some(reply.write(head, &[], &Answer::default()));
     }
     let question = &request.queries[0];
-    response.add_query(question.clone());
     if question.query_class() != DNSClass::IN {
-        response.metadata.response_code = ResponseCode::Refused;
-        return encode(&response, max_udp, request.edns.as_ref());
+        head.rcode = ResponseCode::Refused;
+        return Some(reply.write(head, core::slice::from_ref(question), &Answer::default()));
     }
     let answer = lookup.answer(question.name(), question.query_type());
-    response.metadata.response_code = answer.rcode;
-    response.metadata.authoritative = answer.authoritative;
-    response.answers = answer.answers;
-    response.authorities = answer.authority;
-    response.additionals = answer.additionals;
-    encode(&response, max_udp, request.edns.as_ref())
+    head.rcode = answer.rcode;
+    head.authoritative = answer.authoritative;
+    Some(reply.write(head, core::slice::from_ref(question), &answer))
 }
 
-/// Encodes `response` within the size the client can take. When the full answer does not fit,
-/// the additional section goes first (no TC: it is optional data); if it still does not fit,
-/// the records are dropped and TC is set so the client retries over TCP.
-fn encode(response: &Message, max_udp: u16, req_edns: Option<&Edns>) -> Option<Vec<u8>> {
-    let limit = if max_udp == STREAM {
-        usize::from(u16::MAX)
-    } else {
-        let client = req_edns.map_or(CLASSIC_UDP_SIZE, |e| e.max_payload().max(CLASSIC_UDP_SIZE));
-        usize::from(client.min(max_udp.max(CLASSIC_UDP_SIZE)))
-    };
-    match response.to_vec() {
-        Ok(bytes) if bytes.len() <= limit => return Some(bytes),
-        Ok(_) => {}
-        Err(_) => return Some(header_only_from(response, ResponseCode::ServFail)),
-    }
-    if !response.additionals.is_empty() {
-        let mut lean = response.clone();
-        lean.additionals.clear();
-        if let Ok(bytes) = lean.to_vec()
-            && bytes.len() <= limit {
-                return Some(bytes);
+/// How a reply must be shaped: the host's UDP limit and the client's EDNS.
+struct Reply<'a> {
+    max_udp: u16,
+    client_edns: Option<&'a Edns>,
+}
+
+impl Reply<'_> {
+    /// Encodes the response within the size the client can take. When the full answer does not
+    /// fit, the additional section goes first (no TC: it is optional data); if it still does not
+    /// fit, the records are dropped and TC is set so the client retries over TCP.
+    fn write(&self, head: Head, questions: &[Query], answer: &Answer) -> Vec<u8> {
+        let stream = self.max_udp == STREAM;
+        let limit = if stream {
+            usize::from(u16::MAX)
+        } else {
+            let client = self.client_edns.map_or(CLASSIC_UDP_SIZE, |e| e.max_payload().max(CLASSIC_UDP_SIZE));
+            usize::from(client.min(self.max_udp.max(CLASSIC_UDP_SIZE)))
+        };
+        let advertised = if stream { ADVERTISED_UDP_SIZE } else { self.max_udp.max(CLASSIC_UDP_SIZE) };
+        let edns_payload = self.client_edns.map(|_| advertised);
+        let sections = Sections { questions, answers: &answer.answers, authority: &answer.authority, additionals: &answer.additionals };
+        match write_response(head, &sections, edns_payload, limit, stream) {
+            Fit::Whole(bytes) => bytes,
+            Fit::TooLarge => {
+                let mut out = alloc::vec![0u8; HEADER_LEN];
+                out[0..2].copy_from_slice(&head.id.to_be_bytes());
+                out[2] = 0x80 | (u8::from(head.op_code) << 3) | u8::from(head.recursion_desired);
+                out[3] = ResponseCode::ServFail.low();
+                out
             }
-    }
-    let truncated = response.truncate();
-    match truncated.to_vec() {
-        Ok(bytes) if bytes.len() <= limit => Some(bytes),
-        _ => Some(header_only_from(response, ResponseCode::ServFail)),
+        }
     }
 }
 
@@ -106,11 +107,4 @@ fn header_only(query: &[u8], rcode: ResponseCode) -> Vec<u8> {
     out[2] = 0x80 | (query[2] & 0x79); // QR, opcode and RD echoed; AA and TC clear
     out[3] = rcode.low();
     out
-}
-
-fn header_only_from(response: &Message, rcode: ResponseCode) -> Vec<u8> {
-    let mut m = Message::new(response.id, MessageType::Response, response.op_code);
-    m.metadata.recursion_desired = response.recursion_desired;
-    m.metadata.response_code = rcode;
-    m.to_vec().unwrap_or_else(|_| alloc::vec![0u8; HEADER_LEN])
 }

@@ -132,3 +132,44 @@ fn every_prefix_of_a_valid_query_gets_a_well_formed_answer_or_none() {
         }
     }
 }
+
+#[test]
+fn names_are_compressed_against_the_question_and_each_other() {
+    let eps = (1..=3).map(|i| endpoint(&format!("10.2.0.{i}"), &format!("host-{i}"))).collect();
+    let r = resolver(Default::default(), vec![headless("default", "srv", eps)]);
+    let q = query("srv.default.svc.cluster.local.", RecordType::SRV);
+    let bytes = r.resolve(&q.to_vec().unwrap(), STREAM).unwrap();
+    let resp = Message::from_vec(&bytes).unwrap();
+    assert_eq!(resp.answers.len(), 3);
+    assert_eq!(resp.additionals.len(), 3);
+    // Each SRV owner is a pointer to the question (offset 12); each SRV target is written
+    // whole (RFC 2782); each address record's owner points at its SRV target.
+    let question = 12 + "srv.default.svc.cluster.local.".len() + 1 + 4;
+    let target = 1 + "host-1".len() + "srv.default.svc.cluster.local.".len() + 1;
+    let answer = 2 + 10 + 6 + target;
+    let additional = 2 + 10 + 4;
+    assert_eq!(bytes.len(), question + 3 * answer + 3 * additional);
+    assert_eq!(&bytes[question..question + 2], &[0xc0, 0x0c]);
+}
+
+#[test]
+fn a_mixed_case_question_is_not_a_pointer_target_for_lowercase_names() {
+    let r = resolver(Default::default(), vec![cluster_ip("default", "web", "10.96.0.5")]);
+    let resp = ask(&r, &query("_HTTP._tcp.WEB.default.svc.cluster.local.", RecordType::SRV));
+    for rec in resp.answers.iter() {
+        assert_eq!(rec.name.to_ascii(), "_HTTP._tcp.WEB.default.svc.cluster.local.");
+    }
+    for rec in resp.additionals.iter() {
+        assert_eq!(rec.name.to_ascii(), "web.default.svc.cluster.local.", "glue owner keeps its own case");
+    }
+}
+
+#[test]
+fn an_answer_beyond_64_kib_over_tcp_is_servfail() {
+    let r = many_endpoints(5000);
+    let q = query("many.default.svc.cluster.local.", RecordType::A);
+    let resp = Message::from_vec(&r.resolve(&q.to_vec().unwrap(), STREAM).unwrap()).unwrap();
+    // 5,000 A records are 80,000 bytes even with every owner compressed.
+    assert_eq!(resp.response_code, ResponseCode::ServFail);
+    assert!(resp.answers.is_empty());
+}
