@@ -20,8 +20,6 @@ const OPT_LEN: usize = 11;
 const OPT_TYPE: u16 = 41;
 /// Offsets a compression pointer can reach (14 bits).
 const POINTER_RANGE: usize = 0x4000;
-/// Labels in a name at most (a 255-byte name of one-byte labels).
-const MAX_LABELS: usize = 128;
 
 /// The header fields of a response that do not depend on what fits.
 #[derive(Clone, Copy, Debug)]
@@ -55,7 +53,7 @@ pub(crate) enum Fit {
 /// set (or, for a stream, [`Fit::TooLarge`]); additionals that do not fit are dropped whole,
 /// without TC, being optional data.
 pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<u16>, limit: usize, stream: bool) -> Fit {
-    let mut w = Writer { buf: Vec::with_capacity(512), suffixes: Vec::new() };
+    let mut w = Writer { buf: Vec::with_capacity(512), suffixes: Vec::new(), hashes: Vec::new() };
     w.buf.resize(HEADER_LEN, 0);
     let mut counts = [0u16; 4];
     for q in s.questions {
@@ -111,6 +109,8 @@ struct Writer {
     buf: Vec<u8>,
     /// (hash of a name suffix, its offset) for every label written out in full.
     suffixes: Vec<(u64, u16)>,
+    /// Scratch space for [`Writer::name`].
+    hashes: Vec<u64>,
 }
 
 /// A point to rewind to: the buffer and the compression table as they were.
@@ -200,27 +200,24 @@ impl Writer {
     /// Writes `name`, ending in a pointer to an earlier copy of its longest known suffix when
     /// `compress`; every label written out in full becomes a suffix later names may point to.
     fn name(&mut self, name: &Name, compress: bool) {
-        let mut labels: [&[u8]; MAX_LABELS] = [&[]; MAX_LABELS];
-        let mut n = 0;
-        for label in name.iter().take(MAX_LABELS) {
-            labels[n] = label;
-            n += 1;
-        }
-        let labels = &labels[..n];
-        let mut hashes = [0u64; MAX_LABELS];
+        // hashes[i]: the suffix starting at label i (kept in the writer to reuse its memory).
+        let mut hashes = core::mem::take(&mut self.hashes);
+        hashes.clear();
         let mut h = ROOT_HASH;
-        for i in (0..n).rev() {
-            h = suffix_hash(h, labels[i]);
-            hashes[i] = h;
+        for label in name.iter().rev() {
+            h = suffix_hash(h, label);
+            hashes.push(h);
         }
-        let known = if compress { (0..n).find_map(|i| self.find(hashes[i], &labels[i..]).map(|at| (i, at))) } else { None };
+        hashes.reverse();
+        let n = hashes.len();
+        let known = if compress { (0..n).find_map(|i| self.find(hashes[i], name, i).map(|at| (i, at))) } else { None };
         let whole = known.map_or(n, |(i, _)| i);
-        for i in 0..whole {
+        for (i, label) in name.iter().take(whole).enumerate() {
             let at = self.buf.len();
             if at < POINTER_RANGE {
                 self.suffixes.push((hashes[i], at as u16));
             }
-            let label = &labels[i][..labels[i].len().min(63)];
+            let label = &label[..label.len().min(63)];
             self.buf.push(label.len() as u8);
             self.buf.extend_from_slice(label);
         }
@@ -228,16 +225,17 @@ impl Writer {
             Some((_, at)) => self.u16(0xC000 | at),
             None => self.buf.push(0),
         }
+        self.hashes = hashes;
     }
 
-    /// The offset of an earlier copy of the name made of `labels`, compared byte for byte.
-    fn find(&self, hash: u64, labels: &[&[u8]]) -> Option<u16> {
-        self.suffixes.iter().filter(|(h, _)| *h == hash).map(|(_, at)| *at).find(|at| self.holds(usize::from(*at), labels))
+    /// The offset of an earlier copy of `name` from its label `from` on, compared byte for byte.
+    fn find(&self, hash: u64, name: &Name, from: usize) -> Option<u16> {
+        self.suffixes.iter().filter(|(h, _)| *h == hash).map(|(_, at)| *at).find(|at| self.holds(usize::from(*at), name, from))
     }
 
-    /// Whether the name written at `at` (pointers followed) is exactly `labels`.
-    fn holds(&self, mut at: usize, labels: &[&[u8]]) -> bool {
-        let mut labels = labels.iter();
+    /// Whether the name written at `at` (pointers followed) is exactly `name` from label `from`.
+    fn holds(&self, mut at: usize, name: &Name, from: usize) -> bool {
+        let mut labels = name.iter().skip(from);
         // Every hop moves backwards, so a name has at most as many hops as the buffer has bytes;
         // the bound only guards against a bug turning into a hang.
         for _ in 0..self.buf.len() {
@@ -252,7 +250,7 @@ impl Writer {
             }
             let Some(label) = labels.next() else { return false };
             let end = at + 1 + usize::from(len);
-            if self.buf.get(at + 1..end) != Some(*label) {
+            if self.buf.get(at + 1..end) != Some(label) {
                 return false;
             }
             at = end;
@@ -261,15 +259,17 @@ impl Writer {
     }
 }
 
-const ROOT_HASH: u64 = 0xcbf2_9ce4_8422_2325;
+const ROOT_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// FNV-1a over the label and its length, chained onto the hash of the rest of the name.
+/// A filter, not an identity (every hit is compared byte for byte): the label's length, first
+/// and last eight bytes, chained onto the hash of the rest of the name. Hashing every byte cost
+/// a tenth of the time per query.
 fn suffix_hash(rest: u64, label: &[u8]) -> u64 {
-    let mut h = rest ^ (label.len() as u64);
-    h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    for b in label {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    let k = label.len().min(8);
+    let mut head = [0u8; 8];
+    head[..k].copy_from_slice(&label[..k]);
+    let mut tail = [0u8; 8];
+    tail[..k].copy_from_slice(&label[label.len() - k..]);
+    let h = (rest ^ u64::from_le_bytes(head)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (h.rotate_left(29) ^ u64::from_le_bytes(tail) ^ label.len() as u64).wrapping_mul(0xc4ce_b9fe_1a85_ec53)
 }
