@@ -53,7 +53,7 @@ pub(crate) enum Fit {
 /// set (or, for a stream, [`Fit::TooLarge`]); additionals that do not fit are dropped whole,
 /// without TC, being optional data.
 pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<u16>, limit: usize, stream: bool) -> Fit {
-    let mut w = Writer { buf: Vec::with_capacity(512), suffixes: Vec::new(), hashes: Vec::new() };
+    let mut w = Writer { buf: Vec::with_capacity(512), suffixes: Vec::new(), hashes: Vec::new(), question: None };
     w.buf.resize(HEADER_LEN, 0);
     let mut counts = [0u16; 4];
     for q in s.questions {
@@ -61,6 +61,7 @@ pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<
         w.u16(q.query_type().into());
         w.u16(q.query_class().into());
     }
+    w.question = s.questions.first().map(Query::name);
     counts[0] = s.questions.len().min(usize::from(u16::MAX)) as u16;
     let room = limit.saturating_sub(if edns_payload.is_some() { OPT_LEN } else { 0 });
     let mut truncated = false;
@@ -105,8 +106,10 @@ pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<
     Fit::Whole(w.buf)
 }
 
-struct Writer {
+struct Writer<'a> {
     buf: Vec<u8>,
+    /// The first question's name, written at offset 12: most owners are this name.
+    question: Option<&'a Name>,
     /// (hash of a name suffix, its offset) for every label written out in full.
     suffixes: Vec<(u64, u16)>,
     /// Scratch space for [`Writer::name`].
@@ -120,7 +123,7 @@ struct Mark {
     suffixes: usize,
 }
 
-impl Writer {
+impl Writer<'_> {
     fn mark(&self) -> Mark {
         Mark { len: self.buf.len(), suffixes: self.suffixes.len() }
     }
@@ -200,6 +203,9 @@ impl Writer {
     /// Writes `name`, ending in a pointer to an earlier copy of its longest known suffix when
     /// `compress`; every label written out in full becomes a suffix later names may point to.
     fn name(&mut self, name: &Name, compress: bool) {
+        if compress && self.question.is_some_and(|q| q.eq_case(name)) {
+            return self.u16(0xC000 | HEADER_LEN as u16);
+        }
         // hashes[i]: the suffix starting at label i (kept in the writer to reuse its memory).
         let mut hashes = core::mem::take(&mut self.hashes);
         hashes.clear();
