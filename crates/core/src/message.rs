@@ -1,7 +1,8 @@
 //! The wire: a DNS query message in, a DNS response message out.
 //!
-//! Parsing and encoding use hickory-proto (`no_std` + alloc). This layer owns protocol
-//! hygiene: FORMERR/NOTIMP/BADVERS, EDNS0, and truncation to the client's UDP size.
+//! The query is parsed by hickory-proto (`no_std` + alloc); the response is written by
+//! `wire.rs`. This layer owns protocol hygiene: FORMERR/NOTIMP/BADVERS, EDNS0, and the size
+//! the client can take.
 
 use alloc::vec::Vec;
 
