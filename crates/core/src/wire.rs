@@ -44,14 +44,15 @@ pub(crate) struct Sections<'a> {
 pub(crate) enum Fit {
     /// Everything that had to be there is.
     Whole(Vec<u8>),
-    /// Answer and authority exceed `limit` over a stream, where TC means nothing.
+    /// The question alone exceeds `limit`, or answer and authority do over a stream, where TC
+    /// means nothing.
     TooLarge,
 }
 
 /// Writes the response. `edns_payload`: the UDP size to advertise in an OPT record, if the
 /// query had one. When answer and authority do not fit in `limit`, they are dropped and TC is
 /// set (or, for a stream, [`Fit::TooLarge`]); additionals that do not fit are dropped whole,
-/// without TC, being optional data.
+/// without TC, being optional data. A question section over `limit` is [`Fit::TooLarge`].
 pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<u16>, limit: usize, stream: bool) -> Fit {
     let mut w = Writer { buf: Vec::with_capacity(512), suffixes: Vec::new(), hashes: Vec::new(), question: None };
     w.buf.resize(HEADER_LEN, 0);
@@ -64,6 +65,10 @@ pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<
     w.question = s.questions.first().map(Query::name);
     counts[0] = s.questions.len().min(usize::from(u16::MAX)) as u16;
     let room = limit.saturating_sub(if edns_payload.is_some() { OPT_LEN } else { 0 });
+    if w.buf.len() > room {
+        // Only a NOTIMP echoing many long questions gets here; there is nothing to truncate.
+        return Fit::TooLarge;
+    }
     let mut truncated = false;
     let after_question = w.mark();
     match (w.records(s.answers, room), w.records(s.authority, room)) {

@@ -173,3 +173,22 @@ fn an_answer_beyond_64_kib_over_tcp_is_servfail() {
     assert_eq!(resp.response_code, ResponseCode::ServFail);
     assert!(resp.answers.is_empty());
 }
+
+#[test]
+fn a_question_section_over_the_limit_is_servfail_within_it() {
+    // Found by fuzzing: an unknown opcode is answered NOTIMP with its questions echoed, and
+    // eight 250-byte questions do not fit in 512 bytes.
+    let r = resolver(Default::default(), vec![]);
+    // Distinct names, so that compression cannot shrink them.
+    let long = |q: usize| -> String { (0..4).map(|i| format!("{}{q}{i}.", "a".repeat(60))).collect() };
+    let mut m = query(&long(0), RecordType::A);
+    m.metadata.op_code = OpCode::Status;
+    for q in 1..8 {
+        m.add_query(hickory_proto::op::Query::query(long(q).parse().unwrap(), RecordType::A));
+    }
+    let bytes = r.resolve(&m.to_vec().unwrap(), 512).unwrap();
+    assert!(bytes.len() <= 512);
+    let resp = Message::from_vec(&bytes).unwrap();
+    assert_eq!(resp.response_code, ResponseCode::ServFail);
+    assert_eq!(resp.id, m.id);
+}
