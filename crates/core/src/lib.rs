@@ -14,6 +14,7 @@ pub mod lookup;
 pub mod message;
 pub mod names;
 mod wire;
+pub mod record;
 pub mod store;
 pub mod zone;
 

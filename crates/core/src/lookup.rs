@@ -10,11 +10,11 @@ use alloc::vec::Vec;
 use core::net::IpAddr;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 
 use crate::config::{PodMode, Settings, Zone};
 use crate::names::{parse_dashed_ip, parse_reverse, strip_underscore};
+use crate::record::{Dname, Rdata, Rr};
 use crate::store::{EndpointEntry, IpOwner, PortSpec, ServiceEntry, ServiceKind, Store};
 
 /// TTL of the `dns-version` TXT record (fixed by the specification).
@@ -27,14 +27,15 @@ const SOA_REFRESH: i32 = 7200;
 const SOA_RETRY: i32 = 1800;
 const SOA_EXPIRE: i32 = 86400;
 
-/// The sections of an answer, before encoding.
-#[derive(Debug, Default)]
-pub struct Answer {
+/// The sections of an answer, before encoding; the records borrow from the question and the
+/// lookup.
+#[derive(Default)]
+pub struct Answer<'a> {
     pub rcode: ResponseCode,
     pub authoritative: bool,
-    pub answers: Vec<Record>,
-    pub authority: Vec<Record>,
-    pub additionals: Vec<Record>,
+    pub answers: Vec<Rr<'a>>,
+    pub authority: Vec<Rr<'a>>,
+    pub additionals: Vec<Rr<'a>>,
 }
 
 /// Whether the asked name exists (NOERROR) or not (NXDOMAIN), independent of its type.
@@ -53,16 +54,19 @@ pub struct Lookup<'a> {
     pub store: &'a Store,
 }
 
-impl Lookup<'_> {
+impl<'a> Lookup<'a> {
     /// The zone a name falls in (longest match) and whether it is a reverse zone.
-    pub fn zone_of(&self, name: &Name) -> Option<(&Zone, bool)> {
+    pub fn zone_of(&self, name: &Name) -> Option<(&'a Zone, bool)> {
         let forward = self.settings.zones.iter().map(|z| (z, false));
         let reverse = self.settings.reverse_zones.iter().map(|z| (z, true));
         forward.chain(reverse).filter(|(z, _)| z.name.zone_of(name)).max_by_key(|(z, _)| z.labels)
     }
 
     /// Answers `qname`/`qtype`. Names outside every served zone are REFUSED.
-    pub fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
+    pub fn answer<'q>(&self, qname: &'q Name, qtype: RecordType) -> Answer<'q>
+    where
+        'a: 'q,
+    {
         let Some((zone, reverse)) = self.zone_of(qname) else {
             return Answer { rcode: ResponseCode::Refused, ..Answer::default() };
         };
@@ -81,7 +85,10 @@ impl Lookup<'_> {
         ans
     }
 
-    fn records(&self, qname: &Name, zone: &Zone, reverse: bool, qtype: RecordType, ans: &mut Answer, depth: usize) -> Presence {
+    fn records<'q>(&self, qname: &'q Name, zone: &'a Zone, reverse: bool, qtype: RecordType, ans: &mut Answer<'q>, depth: usize) -> Presence
+    where
+        'a: 'q,
+    {
         let lower = qname.to_lowercase();
         let labels: Vec<&[u8]> = lower.iter().collect();
         let rel = &labels[..labels.len() - zone.labels];
@@ -95,15 +102,14 @@ impl Lookup<'_> {
         match rel {
             [b"dns-version"] => {
                 if qtype == RecordType::TXT {
-                    let txt = TXT::new(alloc::vec![DNS_SCHEMA_VERSION.into()]);
-                    ans.answers.push(Record::from_rdata(qname.clone(), DNS_VERSION_TTL, RData::TXT(txt)));
+                    ans.answers.push(Rr { owner: Dname::of(qname), ttl: DNS_VERSION_TTL, data: Rdata::Txt(DNS_SCHEMA_VERSION) });
                 }
                 Exists
             }
             [b"dns"] => Exists,
             [b"ns", b"dns"] => {
                 if let Some(svc) = self.ns_service() {
-                    self.push_addresses(qname, qtype, svc.cluster_ips.iter().copied(), &mut ans.answers);
+                    self.push_addresses(Dname::of(qname), qtype, svc.cluster_ips.iter().copied(), &mut ans.answers);
                 }
                 Exists
             }
@@ -115,47 +121,54 @@ impl Lookup<'_> {
 
     // ----- zone apex -------------------------------------------------------------------------
 
-    fn apex(&self, zone: &Zone, qtype: RecordType, ans: &mut Answer) {
+    fn apex<'q>(&self, zone: &'a Zone, qtype: RecordType, ans: &mut Answer<'q>)
+    where
+        'a: 'q,
+    {
         match qtype {
             RecordType::SOA => ans.answers.push(self.soa(zone)),
             RecordType::NS => {
                 let (target, glue) = self.ns_target();
-                ans.answers.push(Record::from_rdata(zone.name.clone(), self.ttl(), RData::NS(NS(target.clone()))));
+                ans.answers.push(Rr { owner: Dname::of(&zone.name), ttl: self.ttl(), data: Rdata::Ns(target) });
                 if let Some(svc) = glue {
-                    self.push_addresses(&target, RecordType::A, svc.cluster_ips.iter().copied(), &mut ans.additionals);
-                    self.push_addresses(&target, RecordType::AAAA, svc.cluster_ips.iter().copied(), &mut ans.additionals);
+                    self.push_addresses(target, RecordType::A, svc.cluster_ips.iter().copied(), &mut ans.additionals);
+                    self.push_addresses(target, RecordType::AAAA, svc.cluster_ips.iter().copied(), &mut ans.additionals);
                 }
             }
             _ => {}
         }
     }
 
-    pub fn soa(&self, zone: &Zone) -> Record {
-        let mname = prepend(&zone.name, &[b"ns", b"dns"]);
-        let rname = prepend(&zone.name, &[b"hostmaster"]);
+    pub fn soa(&self, zone: &'a Zone) -> Rr<'a> {
+        let mname = under(&zone.name, &[b"ns", b"dns"]);
+        let rname = under(&zone.name, &[b"hostmaster"]);
         let ttl = self.ttl();
-        let soa = SOA::new(mname, rname, self.store.serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, ttl);
-        Record::from_rdata(zone.name.clone(), ttl, RData::SOA(soa))
+        let data = Rdata::Soa { mname, rname, serial: self.store.serial, refresh: SOA_REFRESH, retry: SOA_RETRY, expire: SOA_EXPIRE, minimum: ttl };
+        Rr { owner: Dname::of(&zone.name), ttl, data }
     }
 
-    fn ns_service(&self) -> Option<&ServiceEntry> {
+    fn ns_service(&self) -> Option<&'a ServiceEntry> {
         let (ns, name) = &self.settings.ns_service;
         self.store.service(ns.as_bytes(), name.as_bytes())
     }
 
     /// The NS target (the `--ns-service` Service's name) and the service for its glue; when
     /// that Service is absent, `ns.dns.<zone>` without glue.
-    fn ns_target(&self) -> (Name, Option<&ServiceEntry>) {
+    fn ns_target(&self) -> (Dname<'a>, Option<&'a ServiceEntry>) {
         let primary = &self.settings.primary_zone().name;
         match self.ns_service() {
             Some(svc) => (service_name(svc, primary), Some(svc)),
-            None => (prepend(primary, &[b"ns", b"dns"]), None),
+            None => (under(primary, &[b"ns", b"dns"]), None),
         }
     }
 
     // ----- <service>.<namespace>.svc.<zone> ---------------------------------------------------
 
-    fn services(&self, segs: &[&[u8]], qname: &Name, zone: &Zone, qtype: RecordType, ans: &mut Answer, depth: usize) -> Presence {
+    #[allow(clippy::too_many_arguments)]
+    fn services<'q>(&self, segs: &[&[u8]], qname: &'q Name, zone: &'a Zone, qtype: RecordType, ans: &mut Answer<'q>, depth: usize) -> Presence
+    where
+        'a: 'q,
+    {
         let n = segs.len();
         if n == 0 {
             return Exists;
@@ -183,40 +196,44 @@ impl Lookup<'_> {
         }
     }
 
-    fn external_name(&self, svc: &ServiceEntry, below: bool, qname: &Name, qtype: RecordType, ans: &mut Answer, depth: usize) -> Presence {
+    #[allow(clippy::too_many_arguments)]
+    fn external_name<'q>(&self, svc: &'a ServiceEntry, below: bool, qname: &'q Name, qtype: RecordType, ans: &mut Answer<'q>, depth: usize) -> Presence
+    where
+        'a: 'q,
+    {
         // Names below an ExternalName service (endpoints, ports) do not exist.
         if below {
             return Missing;
         }
-        let Some(target) = svc.external_name.as_deref() else { return Missing };
-        // An IP in externalName is not a CNAME target; CoreDNS ignores such services.
-        if target.parse::<IpAddr>().is_ok() {
-            return Missing;
-        }
-        let Ok(mut target) = Name::from_ascii(target) else { return Missing };
-        target.set_fqdn(true);
+        // No target: empty, an IP (not a CNAME target; CoreDNS ignores such services) or not
+        // a domain name (the store keeps it parsed).
+        let Some(target) = svc.external_name.as_ref() else { return Missing };
         if !matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::CNAME) {
             return Exists;
         }
-        ans.answers.push(Record::from_rdata(qname.clone(), self.ttl(), RData::CNAME(CNAME(target.clone()))));
+        ans.answers.push(Rr { owner: Dname::of(qname), ttl: self.ttl(), data: Rdata::Cname(Dname::of(target)) });
         // Follow a target inside our forward zones so the client gets the addresses at once.
         if qtype != RecordType::CNAME && depth < MAX_CNAME_CHAIN
-            && let Some((zone, false)) = self.zone_of(&target) {
+            && let Some((zone, false)) = self.zone_of(target) {
                 let mut chased = Answer::default();
-                self.records(&target, zone, false, qtype, &mut chased, depth + 1);
+                self.records(target, zone, false, qtype, &mut chased, depth + 1);
                 ans.answers.append(&mut chased.answers);
             }
         Exists
     }
 
-    fn cluster_ip(&self, svc: &ServiceEntry, port: PortQuery, qname: &Name, zone: &Zone, qtype: RecordType, ans: &mut Answer) -> Presence {
+    #[allow(clippy::too_many_arguments)]
+    fn cluster_ip<'q>(&self, svc: &'a ServiceEntry, port: PortQuery, qname: &'q Name, zone: &'a Zone, qtype: RecordType, ans: &mut Answer<'q>) -> Presence
+    where
+        'a: 'q,
+    {
         let ports: Vec<&PortSpec> = svc.ports.iter().filter(|p| port_matches(port, p)).collect();
         if ports.is_empty() {
             return Missing;
         }
         match qtype {
             RecordType::A | RecordType::AAAA => {
-                self.push_addresses(qname, qtype, svc.cluster_ips.iter().copied(), &mut ans.answers);
+                self.push_addresses(Dname::of(qname), qtype, svc.cluster_ips.iter().copied(), &mut ans.answers);
             }
             RecordType::SRV => {
                 let weight = srv_weight(ports.len() * svc.cluster_ips.len());
@@ -228,11 +245,11 @@ impl Lookup<'_> {
                     for p in ports.iter().filter_map(|p| p.port) {
                         if !seen.contains(&p) {
                             seen.push(p);
-                            ans.answers.push(srv(qname, self.ttl(), weight, p, target.clone()));
+                            ans.answers.push(srv(Dname::of(qname), self.ttl(), weight, p, target));
                         }
                     }
                     for ip in &svc.cluster_ips {
-                        ans.additionals.push(address_record(&target, self.ttl(), *ip));
+                        ans.additionals.push(address_record(target, self.ttl(), *ip));
                     }
                 }
             }
@@ -242,7 +259,10 @@ impl Lookup<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn endpoints(&self, svc: &ServiceEntry, endpoint: Option<&[u8]>, port: PortQuery, qname: &Name, zone: &Zone, qtype: RecordType, ans: &mut Answer) -> Presence {
+    fn endpoints<'q>(&self, svc: &'a ServiceEntry, endpoint: Option<&[u8]>, port: PortQuery, qname: &'q Name, zone: &'a Zone, qtype: RecordType, ans: &mut Answer<'q>) -> Presence
+    where
+        'a: 'q,
+    {
         if self.settings.no_endpoints {
             return Missing;
         }
@@ -267,22 +287,22 @@ impl Lookup<'_> {
             RecordType::A | RecordType::AAAA => {
                 let mut seen = BTreeSet::new();
                 let ips = pairs.iter().map(|(ep, _)| ep.ip).filter(|ip| seen.insert(*ip));
-                self.push_addresses(qname, qtype, ips, &mut ans.answers);
+                self.push_addresses(Dname::of(qname), qtype, ips, &mut ans.answers);
             }
             RecordType::SRV => {
                 let weight = srv_weight(pairs.len());
                 let svc_name = service_name(svc, &zone.name);
+                let labels: Vec<_> = pairs.iter().map(|(ep, _)| svc.label(ep, pod_names)).collect();
                 let mut seen_srv: BTreeSet<(&[u8], u16)> = BTreeSet::new();
                 let mut seen_addr: BTreeSet<(&[u8], IpAddr)> = BTreeSet::new();
-                let labels: Vec<_> = pairs.iter().map(|(ep, _)| svc.label(ep, pod_names)).collect();
                 for ((ep, p), label) in pairs.iter().zip(&labels) {
                     let Some(port) = p.port else { continue };
-                    let Ok(target) = svc_name.prepend_label(label.as_bytes()) else { continue };
+                    let Some(target) = svc_name.with_head(*label) else { continue };
                     if seen_srv.insert((label.as_bytes(), port)) {
-                        ans.answers.push(srv(qname, self.ttl(), weight, port, target.clone()));
+                        ans.answers.push(srv(Dname::of(qname), self.ttl(), weight, port, target));
                     }
                     if seen_addr.insert((label.as_bytes(), ep.ip)) {
-                        ans.additionals.push(address_record(&target, self.ttl(), ep.ip));
+                        ans.additionals.push(address_record(target, self.ttl(), ep.ip));
                     }
                 }
             }
@@ -293,7 +313,7 @@ impl Lookup<'_> {
 
     // ----- <dashed-ip>.<namespace>.pod.<zone> -------------------------------------------------
 
-    fn pods(&self, segs: &[&[u8]], qname: &Name, qtype: RecordType, ans: &mut Answer) -> Presence {
+    fn pods<'q>(&self, segs: &[&[u8]], qname: &'q Name, qtype: RecordType, ans: &mut Answer<'q>) -> Presence {
         let n = segs.len();
         if n == 0 {
             return Exists;
@@ -312,18 +332,21 @@ impl Lookup<'_> {
         if self.settings.pod_mode == PodMode::Verified && !self.store.pod_exists(ip, ns) {
             return Missing;
         }
-        self.push_addresses(qname, qtype, core::iter::once(ip), &mut ans.answers);
+        self.push_addresses(Dname::of(qname), qtype, core::iter::once(ip), &mut ans.answers);
         Exists
     }
 
     // ----- reverse zones ----------------------------------------------------------------------
 
-    fn reverse(&self, labels: &[&[u8]], qname: &Name, qtype: RecordType, ans: &mut Answer) -> Presence {
+    fn reverse<'q>(&self, labels: &[&[u8]], qname: &'q Name, qtype: RecordType, ans: &mut Answer<'q>) -> Presence
+    where
+        'a: 'q,
+    {
         let Some(ip) = parse_reverse(labels) else { return Missing };
         let primary = &self.settings.primary_zone().name;
         let exposed = |svc: &&ServiceEntry| self.settings.namespace_exposed(svc.namespace.as_bytes());
         let owners = || self.store.ip_owners(&ip);
-        let mut targets: Vec<Name> = Vec::new();
+        let mut targets: Vec<Dname<'a>> = Vec::new();
         // A cluster IP names its service alone; otherwise every endpoint with the IP is named.
         let cluster = owners().find_map(|o| match o {
             IpOwner::ClusterIp { service } => self.store.service_by_id(*service).filter(exposed),
@@ -336,8 +359,8 @@ impl Lookup<'_> {
                 let IpOwner::Endpoint { service, endpoint } = owner else { continue };
                 let Some(svc) = self.store.service_by_id(*service).filter(exposed) else { continue };
                 let ep = &svc.endpoints[*endpoint as usize];
-                let Ok(target) = service_name(svc, primary).prepend_label(svc.label(ep, self.store.pod_names()).as_bytes()) else { continue };
-                if !targets.contains(&target) {
+                let Some(target) = service_name(svc, primary).with_head(svc.label(ep, self.store.pod_names())) else { continue };
+                if !targets.iter().any(|t| t.labels().eq(target.labels())) {
                     targets.push(target);
                 }
             }
@@ -347,7 +370,7 @@ impl Lookup<'_> {
         }
         if qtype == RecordType::PTR {
             for t in targets {
-                ans.answers.push(Record::from_rdata(qname.clone(), self.ttl(), RData::PTR(PTR(t))));
+                ans.answers.push(Rr { owner: Dname::of(qname), ttl: self.ttl(), data: Rdata::Ptr(t) });
             }
         }
         Exists
@@ -360,7 +383,7 @@ impl Lookup<'_> {
     }
 
     /// Pushes an A or AAAA record (as `qtype` asks) for each address of the matching family.
-    fn push_addresses(&self, owner: &Name, qtype: RecordType, ips: impl Iterator<Item = IpAddr>, out: &mut Vec<Record>) {
+    fn push_addresses<'q>(&self, owner: Dname<'q>, qtype: RecordType, ips: impl Iterator<Item = IpAddr>, out: &mut Vec<Rr<'q>>) {
         for ip in ips {
             let wanted = matches!((qtype, ip), (RecordType::A, IpAddr::V4(_)) | (RecordType::AAAA, IpAddr::V6(_)));
             if wanted {
@@ -389,34 +412,27 @@ fn srv_weight(n: usize) -> u16 {
     (w as u16).max(1)
 }
 
-fn srv(owner: &Name, ttl: u32, weight: u16, port: u16, target: Name) -> Record {
-    Record::from_rdata(owner.clone(), ttl, RData::SRV(SRV::new(0, weight, port, target)))
+fn srv<'q>(owner: Dname<'q>, ttl: u32, weight: u16, port: u16, target: Dname<'q>) -> Rr<'q> {
+    Rr { owner, ttl, data: Rdata::Srv { priority: 0, weight, port, target } }
 }
 
-fn address_record(owner: &Name, ttl: u32, ip: IpAddr) -> Record {
-    let rdata = match ip {
-        IpAddr::V4(v4) => RData::A(A(v4)),
-        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+fn address_record(owner: Dname<'_>, ttl: u32, ip: IpAddr) -> Rr<'_> {
+    let data = match ip {
+        IpAddr::V4(v4) => Rdata::A(v4),
+        IpAddr::V6(v6) => Rdata::Aaaa(v6),
     };
-    Record::from_rdata(owner.clone(), ttl, rdata)
+    Rr { owner, ttl, data }
 }
 
 /// `<service>.<namespace>.svc.<zone>`.
-fn service_name(svc: &ServiceEntry, zone: &Name) -> Name {
-    prepend(zone, &[svc.name.as_bytes(), svc.namespace.as_bytes(), b"svc"])
+fn service_name<'a>(svc: &'a ServiceEntry, zone: &'a Name) -> Dname<'a> {
+    under(zone, &[svc.name.as_bytes(), svc.namespace.as_bytes(), b"svc"])
 }
 
 /// `labels` (leftmost first) in front of `zone`; inputs are validated labels, so failure
 /// (a name over 255 bytes) falls back to the zone itself rather than panicking.
-fn prepend(zone: &Name, labels: &[&[u8]]) -> Name {
-    let mut name = zone.clone();
-    for label in labels.iter().rev() {
-        match name.prepend_label(*label) {
-            Ok(n) => name = n,
-            Err(_) => return zone.clone(),
-        }
-    }
-    name
+fn under<'a>(zone: &'a Name, labels: &[&'a [u8]]) -> Dname<'a> {
+    Dname::under(zone, labels).unwrap_or(Dname::of(zone))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The label that names an endpoint: its hostname or pod name, or its IP with dashes.
 /// Dashed labels are formatted on a stack buffer so comparisons allocate nothing.
+#[derive(Clone, Copy)]
 pub enum EndpointLabel<'a> {
     Text(&'a str),
     Dashed { buf: [u8; 48], len: u8 },

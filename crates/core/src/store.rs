@@ -11,6 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 
+use hickory_proto::rr::Name;
 use kdns_proto::v1;
 
 use crate::error::InputError;
@@ -80,7 +81,8 @@ pub struct ServiceEntry {
     pub cluster_ips: Vec<IpAddr>,
     /// Service ports (never empty: a portless service holds the sentinel).
     pub ports: Vec<PortSpec>,
-    pub external_name: Option<Box<str>>,
+    /// The ExternalName target, when it is a domain name (not empty, not an IP address).
+    pub external_name: Option<Name>,
     /// Published endpoints, in input order.
     pub endpoints: Vec<EndpointEntry>,
     /// The ports of each EndpointSlice (never empty: sentinel when the slice has none).
@@ -435,8 +437,16 @@ fn lower(s: &str) -> Box<str> {
     s.into_boxed_str()
 }
 
-fn non_empty_lower(s: &str) -> Option<Box<str>> {
-    (!s.is_empty()).then(|| lower(s))
+/// An ExternalName target as a CNAME target: lowercase, fully qualified; `None` when empty, an
+/// IP address (CoreDNS ignores such services) or not a domain name.
+fn external_target(text: &str) -> Option<Name> {
+    let text = text.trim_end_matches('.');
+    if text.is_empty() || text.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    let mut name = Name::from_ascii(text.to_ascii_lowercase()).ok()?;
+    name.set_fqdn(true);
+    Some(name)
 }
 
 fn build_service(svc: v1::Service, pod_names: bool) -> Result<ServiceEntry, InputError> {
@@ -483,7 +493,7 @@ fn build_service(svc: v1::Service, pod_names: bool) -> Result<ServiceEntry, Inpu
         kind,
         cluster_ips,
         ports: ports_or_sentinel(&svc.ports)?,
-        external_name: non_empty_lower(svc.external_name.trim_end_matches('.')),
+        external_name: external_target(&svc.external_name),
         endpoints: { endpoints.shrink_to_fit(); endpoints },
         port_groups,
         by_label: Vec::new(),

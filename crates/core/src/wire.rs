@@ -11,8 +11,9 @@
 use alloc::vec::Vec;
 
 use hickory_proto::op::{OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, Record};
-use hickory_proto::serialize::binary::BinEncodable;
+use hickory_proto::rr::{DNSClass, Name};
+
+use crate::record::{Dname, Rdata, Rr};
 
 const HEADER_LEN: usize = 12;
 /// An OPT record without options: root owner, type, class, TTL, RDLENGTH.
@@ -35,9 +36,9 @@ pub(crate) struct Head {
 /// The sections to write, in order.
 pub(crate) struct Sections<'a> {
     pub questions: &'a [Query],
-    pub answers: &'a [Record],
-    pub authority: &'a [Record],
-    pub additionals: &'a [Record],
+    pub answers: &'a [Rr<'a>],
+    pub authority: &'a [Rr<'a>],
+    pub additionals: &'a [Rr<'a>],
 }
 
 /// What does not fit is dropped as RFC 2181 9 and RFC 1035 4.2.1 ask.
@@ -58,7 +59,7 @@ pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<
     w.buf.resize(HEADER_LEN, 0);
     let mut counts = [0u16; 4];
     for q in s.questions {
-        w.name(q.name(), true);
+        w.name(&Dname::of(q.name()), true);
         w.u16(q.query_type().into());
         w.u16(q.query_class().into());
     }
@@ -147,7 +148,7 @@ impl Writer<'_> {
     }
 
     /// Writes `records`; `None` (and the buffer left past `room`) when they do not all fit.
-    fn records(&mut self, records: &[Record], room: usize) -> Option<u16> {
+    fn records(&mut self, records: &[Rr<'_>], room: usize) -> Option<u16> {
         for r in records {
             self.record(r);
             if self.buf.len() > room {
@@ -157,48 +158,37 @@ impl Writer<'_> {
         u16::try_from(records.len()).ok()
     }
 
-    fn record(&mut self, r: &Record) {
-        self.name(&r.name, true);
+    fn record(&mut self, r: &Rr<'_>) {
+        self.name(&r.owner, true);
         self.u16(r.record_type().into());
-        self.u16(r.dns_class.into());
+        self.u16(DNSClass::IN.into());
         self.u32(r.ttl);
         let len_at = self.buf.len();
         self.u16(0);
         match &r.data {
-            RData::A(a) => self.buf.extend_from_slice(&a.0.octets()),
-            RData::AAAA(a) => self.buf.extend_from_slice(&a.0.octets()),
-            RData::CNAME(n) => self.name(&n.0, true),
-            RData::NS(n) => self.name(&n.0, true),
-            RData::PTR(n) => self.name(&n.0, true),
-            RData::SRV(srv) => {
-                self.u16(srv.priority);
-                self.u16(srv.weight);
-                self.u16(srv.port);
-                self.name(&srv.target, false);
+            Rdata::A(v4) => self.buf.extend_from_slice(&v4.octets()),
+            Rdata::Aaaa(v6) => self.buf.extend_from_slice(&v6.octets()),
+            Rdata::Cname(n) | Rdata::Ns(n) | Rdata::Ptr(n) => self.name(n, true),
+            Rdata::Srv { priority, weight, port, target } => {
+                self.u16(*priority);
+                self.u16(*weight);
+                self.u16(*port);
+                self.name(target, false);
             }
-            RData::SOA(soa) => {
-                self.name(&soa.mname, true);
-                self.name(&soa.rname, true);
-                self.u32(soa.serial);
-                self.buf.extend_from_slice(&soa.refresh.to_be_bytes());
-                self.buf.extend_from_slice(&soa.retry.to_be_bytes());
-                self.buf.extend_from_slice(&soa.expire.to_be_bytes());
-                self.u32(soa.minimum);
+            Rdata::Soa { mname, rname, serial, refresh, retry, expire, minimum } => {
+                self.name(mname, true);
+                self.name(rname, true);
+                self.u32(*serial);
+                self.buf.extend_from_slice(&refresh.to_be_bytes());
+                self.buf.extend_from_slice(&retry.to_be_bytes());
+                self.buf.extend_from_slice(&expire.to_be_bytes());
+                self.u32(*minimum);
             }
-            RData::TXT(txt) => {
-                for s in txt.txt_data.iter() {
-                    // TXT::new holds strings of at most 255 bytes; a longer one is cut, not
-                    // allowed to corrupt the message.
-                    let s = &s[..s.len().min(255)];
-                    self.buf.push(s.len() as u8);
-                    self.buf.extend_from_slice(s);
-                }
-            }
-            // Types the lookup never makes: hickory's encoding, uncompressed.
-            other => {
-                if let Ok(bytes) = other.to_bytes() {
-                    self.buf.extend_from_slice(&bytes);
-                }
+            Rdata::Txt(text) => {
+                // One character-string; the lookup's texts are short constants.
+                let text = &text.as_bytes()[..text.len().min(255)];
+                self.buf.push(text.len() as u8);
+                self.buf.extend_from_slice(text);
             }
         }
         let rdlen = (self.buf.len() - len_at - 2).min(usize::from(u16::MAX)) as u16;
@@ -207,15 +197,15 @@ impl Writer<'_> {
 
     /// Writes `name`, ending in a pointer to an earlier copy of its longest known suffix when
     /// `compress`; every label written out in full becomes a suffix later names may point to.
-    fn name(&mut self, name: &Name, compress: bool) {
-        if compress && self.question.is_some_and(|q| q.eq_case(name)) {
+    fn name(&mut self, name: &Dname<'_>, compress: bool) {
+        if compress && self.question.is_some_and(|q| name.is(q)) {
             return self.u16(0xC000 | HEADER_LEN as u16);
         }
         // hashes[i]: the suffix starting at label i (kept in the writer to reuse its memory).
         let mut hashes = core::mem::take(&mut self.hashes);
         hashes.clear();
         let mut h = ROOT_HASH;
-        for label in name.iter().rev() {
+        for label in name.labels().rev() {
             h = suffix_hash(h, label);
             hashes.push(h);
         }
@@ -223,7 +213,7 @@ impl Writer<'_> {
         let n = hashes.len();
         let known = if compress { (0..n).find_map(|i| self.find(hashes[i], name, i).map(|at| (i, at))) } else { None };
         let whole = known.map_or(n, |(i, _)| i);
-        for (i, label) in name.iter().take(whole).enumerate() {
+        for (i, label) in name.labels().take(whole).enumerate() {
             let at = self.buf.len();
             if at < POINTER_RANGE {
                 self.suffixes.push((hashes[i], at as u16));
@@ -240,13 +230,13 @@ impl Writer<'_> {
     }
 
     /// The offset of an earlier copy of `name` from its label `from` on, compared byte for byte.
-    fn find(&self, hash: u64, name: &Name, from: usize) -> Option<u16> {
+    fn find(&self, hash: u64, name: &Dname<'_>, from: usize) -> Option<u16> {
         self.suffixes.iter().filter(|(h, _)| *h == hash).map(|(_, at)| *at).find(|at| self.holds(usize::from(*at), name, from))
     }
 
     /// Whether the name written at `at` (pointers followed) is exactly `name` from label `from`.
-    fn holds(&self, mut at: usize, name: &Name, from: usize) -> bool {
-        let mut labels = name.iter().skip(from);
+    fn holds(&self, mut at: usize, name: &Dname<'_>, from: usize) -> bool {
+        let mut labels = name.labels().skip(from);
         // Every hop moves backwards, so a name has at most as many hops as the buffer has bytes;
         // the bound only guards against a bug turning into a hang.
         for _ in 0..self.buf.len() {

@@ -76,10 +76,10 @@ impl Lookup<'_> {
                 }
             }
         }
-        let mut records = alloc::vec![self.soa(z)];
+        let mut records = alloc::vec![self.soa(z).to_record()];
         let mut seen = BTreeSet::new();
         for (name, qtype) in questions.into_iter().filter(|(n, _)| zone.zone_of(n)) {
-            for r in self.answer(&name, qtype).answers {
+            for r in self.answer(&name, qtype).answers.iter().map(|r| r.to_record()) {
                 // Only the name's own records: a followed CNAME's target is listed under its name.
                 if r.name == name && seen.insert((r.name.to_lowercase(), r.record_type(), r.data.clone())) {
                     records.push(r);

@@ -1,0 +1,137 @@
+//! The records the lookup makes, borrowed from the question, the settings and the store.
+//!
+//! Building an answer from hickory-proto `Record`s cost an allocation per record and per name
+//! (an owner copied from the question, a target built label by label), which was the largest
+//! cost per query after encoding. These records borrow instead; `wire.rs` writes them, and
+//! [`Rr::to_record`] turns one into a hickory `Record` for zone files and transfers.
+
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::names::EndpointLabel;
+
+/// The longest name in wire form (RFC 1035 2.3.4).
+const MAX_NAME: usize = 255;
+/// The longest label (RFC 1035 2.3.4).
+const MAX_LABEL: usize = 63;
+
+/// A domain name: an optional endpoint label and up to three more labels in front of a name
+/// it borrows (the question, a zone, an ExternalName target). Building one allocates nothing.
+#[derive(Clone, Copy)]
+pub struct Dname<'a> {
+    /// An endpoint's label, held here because dashed-IP labels are formatted per answer.
+    head: Option<EndpointLabel<'a>>,
+    labels: [&'a [u8]; 3],
+    count: u8,
+    base: &'a Name,
+}
+
+impl<'a> Dname<'a> {
+    /// `base` itself.
+    pub fn of(base: &'a Name) -> Self {
+        Dname { head: None, labels: [&[]; 3], count: 0, base }
+    }
+
+    /// `labels` (leftmost first, at most three) in front of `base`; `None` when the name would be
+    /// longer than DNS allows or a label is empty or too long.
+    pub fn under(base: &'a Name, labels: &[&'a [u8]]) -> Option<Self> {
+        let mut d = Dname::of(base);
+        for (slot, label) in d.labels.iter_mut().zip(labels) {
+            *slot = label;
+        }
+        d.count = labels.len().min(3) as u8;
+        (labels.len() <= 3 && d.valid()).then_some(d)
+    }
+
+    /// `label` in front of this name (which has none yet); `None` when too long.
+    pub fn with_head(self, label: EndpointLabel<'a>) -> Option<Self> {
+        let d = Dname { head: Some(label), ..self };
+        (self.head.is_none() && d.valid()).then_some(d)
+    }
+
+    fn valid(&self) -> bool {
+        let own = self.own_labels();
+        let len: usize = own.clone().chain(self.base.iter()).map(|l| l.len() + 1).sum::<usize>() + 1;
+        len <= MAX_NAME && own.into_iter().all(|l| !l.is_empty() && l.len() <= MAX_LABEL)
+    }
+
+    fn own_labels(&self) -> impl DoubleEndedIterator<Item = &[u8]> + Clone + '_ {
+        let head = self.head.as_ref().map(EndpointLabel::as_bytes);
+        head.into_iter().chain(self.labels[..usize::from(self.count)].iter().copied())
+    }
+
+    /// Every label, leftmost first.
+    pub fn labels(&self) -> impl DoubleEndedIterator<Item = &[u8]> + '_ {
+        self.own_labels().chain(self.base.iter())
+    }
+
+    /// Whether this is exactly `name` borrowed as it is (no labels added in front).
+    pub fn is(&self, name: &Name) -> bool {
+        self.head.is_none() && self.count == 0 && core::ptr::eq(self.base, name)
+    }
+
+    /// The name as a hickory `Name` (allocates).
+    pub fn to_name(&self) -> Name {
+        let mut name = self.base.clone();
+        for label in self.own_labels().rev() {
+            // Checked by `valid` when this name was made.
+            name = name.prepend_label(label).unwrap_or_else(|_| self.base.clone());
+        }
+        name
+    }
+}
+
+/// Record data of the types the lookup makes.
+#[derive(Clone, Copy)]
+pub enum Rdata<'a> {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Cname(Dname<'a>),
+    Ns(Dname<'a>),
+    Ptr(Dname<'a>),
+    Srv { priority: u16, weight: u16, port: u16, target: Dname<'a> },
+    Soa { mname: Dname<'a>, rname: Dname<'a>, serial: u32, refresh: i32, retry: i32, expire: i32, minimum: u32 },
+    Txt(&'static str),
+}
+
+/// A resource record of class IN.
+#[derive(Clone, Copy)]
+pub struct Rr<'a> {
+    pub owner: Dname<'a>,
+    pub ttl: u32,
+    pub data: Rdata<'a>,
+}
+
+impl Rr<'_> {
+    pub fn record_type(&self) -> RecordType {
+        match self.data {
+            Rdata::A(_) => RecordType::A,
+            Rdata::Aaaa(_) => RecordType::AAAA,
+            Rdata::Cname(_) => RecordType::CNAME,
+            Rdata::Ns(_) => RecordType::NS,
+            Rdata::Ptr(_) => RecordType::PTR,
+            Rdata::Srv { .. } => RecordType::SRV,
+            Rdata::Soa { .. } => RecordType::SOA,
+            Rdata::Txt(_) => RecordType::TXT,
+        }
+    }
+
+    /// The record as hickory-proto's typed `Record` (allocates).
+    pub fn to_record(&self) -> Record {
+        let data = match self.data {
+            Rdata::A(v4) => RData::A(A(v4)),
+            Rdata::Aaaa(v6) => RData::AAAA(AAAA(v6)),
+            Rdata::Cname(n) => RData::CNAME(CNAME(n.to_name())),
+            Rdata::Ns(n) => RData::NS(NS(n.to_name())),
+            Rdata::Ptr(n) => RData::PTR(PTR(n.to_name())),
+            Rdata::Srv { priority, weight, port, target } => RData::SRV(SRV::new(priority, weight, port, target.to_name())),
+            Rdata::Soa { mname, rname, serial, refresh, retry, expire, minimum } => {
+                RData::SOA(SOA::new(mname.to_name(), rname.to_name(), serial, refresh, retry, expire, minimum))
+            }
+            Rdata::Txt(text) => RData::TXT(TXT::new(alloc::vec![text.into()])),
+        };
+        Record::from_rdata(self.owner.to_name(), self.ttl, data)
+    }
+}
