@@ -11,16 +11,19 @@ use core::net::IpAddr;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
+use tinyvec::TinyVec;
 
 use crate::config::{PodMode, Settings, Zone};
 use crate::names::{parse_dashed_ip, parse_reverse, strip_underscore};
-use crate::record::{Dname, Rdata, Rr};
+use crate::record::{Dname, Rdata, Rr, Soa};
 use crate::store::{EndpointEntry, IpOwner, PortSpec, ServiceEntry, ServiceKind, Store};
 
 /// TTL of the `dns-version` TXT record (fixed by the specification).
 const DNS_VERSION_TTL: u32 = 28800;
 /// Schema version of the Kubernetes DNS specification implemented.
 const DNS_SCHEMA_VERSION: &str = "1.1.0";
+/// Bytes of label data in a name at most (255 in wire form, less the length octets).
+const NAME_BYTES: usize = 255;
 /// How many in-zone CNAMEs (ExternalName → service) are followed in one answer.
 const MAX_CNAME_CHAIN: usize = 8;
 const SOA_REFRESH: i32 = 7200;
@@ -89,9 +92,19 @@ impl<'a> Lookup<'a> {
     where
         'a: 'q,
     {
-        let lower = qname.to_lowercase();
-        let labels: Vec<&[u8]> = lower.iter().collect();
-        let rel = &labels[..labels.len() - zone.labels];
+        // The labels, lowercased on the stack: a query allocates nothing to be parsed.
+        let mut text = [0u8; NAME_BYTES];
+        let mut spans: TinyVec<[(u8, u8); 16]> = TinyVec::new();
+        let mut end = 0;
+        for label in qname.iter() {
+            let start = end;
+            end = (start + label.len()).min(NAME_BYTES);
+            text[start..end].copy_from_slice(&label[..end - start]);
+            text[start..end].make_ascii_lowercase();
+            spans.push((start as u8, end as u8));
+        }
+        let labels: TinyVec<[&[u8]; 16]> = spans.iter().map(|&(a, b)| &text[usize::from(a)..usize::from(b)]).collect();
+        let rel = &labels[..labels.len().saturating_sub(zone.labels)];
         if rel.is_empty() {
             self.apex(zone, qtype, ans);
             return Exists;
@@ -140,10 +153,8 @@ impl<'a> Lookup<'a> {
     }
 
     pub fn soa(&self, zone: &'a Zone) -> Rr<'a> {
-        let mname = under(&zone.name, &[b"ns", b"dns"]);
-        let rname = under(&zone.name, &[b"hostmaster"]);
         let ttl = self.ttl();
-        let data = Rdata::Soa { mname, rname, serial: self.store.serial, refresh: SOA_REFRESH, retry: SOA_RETRY, expire: SOA_EXPIRE, minimum: ttl };
+        let data = Rdata::Soa(Soa { zone: &zone.name, serial: self.store.serial, refresh: SOA_REFRESH, retry: SOA_RETRY, expire: SOA_EXPIRE, minimum: ttl });
         Rr { owner: Dname::of(&zone.name), ttl, data }
     }
 
@@ -227,8 +238,9 @@ impl<'a> Lookup<'a> {
     where
         'a: 'q,
     {
-        let ports: Vec<&PortSpec> = svc.ports.iter().filter(|p| port_matches(port, p)).collect();
-        if ports.is_empty() {
+        let ports = || svc.ports.iter().filter(|p| port_matches(port, p));
+        let matching = ports().count();
+        if matching == 0 {
             return Missing;
         }
         match qtype {
@@ -236,16 +248,15 @@ impl<'a> Lookup<'a> {
                 self.push_addresses(Dname::of(qname), qtype, svc.cluster_ips.iter().copied(), &mut ans.answers);
             }
             RecordType::SRV => {
-                let weight = srv_weight(ports.len() * svc.cluster_ips.len());
+                let weight = srv_weight(matching * svc.cluster_ips.len());
                 let target = service_name(svc, &zone.name);
                 if !svc.cluster_ips.is_empty() {
                     // Two ports with one number (53/UDP and 53/TCP) are one record: an RRset
                     // holds no duplicates (RFC 2181 5). The weight still counts both, as in CoreDNS.
-                    let mut seen: Vec<u16> = Vec::new();
-                    for p in ports.iter().filter_map(|p| p.port) {
-                        if !seen.contains(&p) {
-                            seen.push(p);
-                            ans.answers.push(srv(Dname::of(qname), self.ttl(), weight, p, target));
+                    for (i, p) in ports().enumerate() {
+                        let Some(number) = p.port else { continue };
+                        if !ports().take(i).any(|q| q.port == Some(number)) {
+                            ans.answers.push(srv(Dname::of(qname), self.ttl(), weight, number, target));
                         }
                     }
                     for ip in &svc.cluster_ips {
@@ -267,18 +278,18 @@ impl<'a> Lookup<'a> {
             return Missing;
         }
         let pod_names = self.store.pod_names();
-        let candidates: Vec<&EndpointEntry> = match endpoint {
-            Some(label) => svc.endpoints_named(label, pod_names).collect(),
-            None => svc.endpoints.iter().collect(),
-        };
         // (endpoint, port) pairs, as CoreDNS counts them for existence and SRV weights.
         let mut pairs: Vec<(&EndpointEntry, &PortSpec)> = Vec::new();
-        for ep in candidates {
+        let mut add = |ep: &'a EndpointEntry| {
             for p in &svc.port_groups[ep.group as usize] {
                 if port_matches(port, p) {
                     pairs.push((ep, p));
                 }
             }
+        };
+        match endpoint {
+            Some(label) => svc.endpoints_named(label, pod_names).for_each(&mut add),
+            None => svc.endpoints.iter().for_each(&mut add),
         }
         if pairs.is_empty() {
             return Missing;
@@ -293,6 +304,8 @@ impl<'a> Lookup<'a> {
                 let weight = srv_weight(pairs.len());
                 let svc_name = service_name(svc, &zone.name);
                 let labels: Vec<_> = pairs.iter().map(|(ep, _)| svc.label(ep, pod_names)).collect();
+                ans.answers.reserve(pairs.len());
+                ans.additionals.reserve(pairs.len());
                 let mut seen_srv: BTreeSet<(&[u8], u16)> = BTreeSet::new();
                 let mut seen_addr: BTreeSet<(&[u8], IpAddr)> = BTreeSet::new();
                 for ((ep, p), label) in pairs.iter().zip(&labels) {

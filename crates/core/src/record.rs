@@ -92,8 +92,31 @@ pub enum Rdata<'a> {
     Ns(Dname<'a>),
     Ptr(Dname<'a>),
     Srv { priority: u16, weight: u16, port: u16, target: Dname<'a> },
-    Soa { mname: Dname<'a>, rname: Dname<'a>, serial: u32, refresh: i32, retry: i32, expire: i32, minimum: u32 },
+    Soa(Soa<'a>),
     Txt(&'static str),
+}
+
+/// A zone's SOA data. The names are not held but made from the zone when written (keeping
+/// every record small): the primary is `ns.dns.<zone>` and the mailbox `hostmaster.<zone>`,
+/// as CoreDNS has them.
+#[derive(Clone, Copy)]
+pub struct Soa<'a> {
+    pub zone: &'a Name,
+    pub serial: u32,
+    pub refresh: i32,
+    pub retry: i32,
+    pub expire: i32,
+    pub minimum: u32,
+}
+
+impl<'a> Soa<'a> {
+    pub fn mname(&self) -> Dname<'a> {
+        Dname::under(self.zone, &[b"ns", b"dns"]).unwrap_or(Dname::of(self.zone))
+    }
+
+    pub fn rname(&self) -> Dname<'a> {
+        Dname::under(self.zone, &[b"hostmaster"]).unwrap_or(Dname::of(self.zone))
+    }
 }
 
 /// A resource record of class IN.
@@ -113,7 +136,7 @@ impl Rr<'_> {
             Rdata::Ns(_) => RecordType::NS,
             Rdata::Ptr(_) => RecordType::PTR,
             Rdata::Srv { .. } => RecordType::SRV,
-            Rdata::Soa { .. } => RecordType::SOA,
+            Rdata::Soa(_) => RecordType::SOA,
             Rdata::Txt(_) => RecordType::TXT,
         }
     }
@@ -127,8 +150,8 @@ impl Rr<'_> {
             Rdata::Ns(n) => RData::NS(NS(n.to_name())),
             Rdata::Ptr(n) => RData::PTR(PTR(n.to_name())),
             Rdata::Srv { priority, weight, port, target } => RData::SRV(SRV::new(priority, weight, port, target.to_name())),
-            Rdata::Soa { mname, rname, serial, refresh, retry, expire, minimum } => {
-                RData::SOA(SOA::new(mname.to_name(), rname.to_name(), serial, refresh, retry, expire, minimum))
+            Rdata::Soa(soa) => {
+                RData::SOA(SOA::new(soa.mname().to_name(), soa.rname().to_name(), soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum))
             }
             Rdata::Txt(text) => RData::TXT(TXT::new(alloc::vec![text.into()])),
         };

@@ -175,14 +175,14 @@ impl Writer<'_> {
                 self.u16(*port);
                 self.name(target, false);
             }
-            Rdata::Soa { mname, rname, serial, refresh, retry, expire, minimum } => {
-                self.name(mname, true);
-                self.name(rname, true);
-                self.u32(*serial);
-                self.buf.extend_from_slice(&refresh.to_be_bytes());
-                self.buf.extend_from_slice(&retry.to_be_bytes());
-                self.buf.extend_from_slice(&expire.to_be_bytes());
-                self.u32(*minimum);
+            Rdata::Soa(soa) => {
+                self.name(&soa.mname(), true);
+                self.name(&soa.rname(), true);
+                self.u32(soa.serial);
+                self.buf.extend_from_slice(&soa.refresh.to_be_bytes());
+                self.buf.extend_from_slice(&soa.retry.to_be_bytes());
+                self.buf.extend_from_slice(&soa.expire.to_be_bytes());
+                self.u32(soa.minimum);
             }
             Rdata::Txt(text) => {
                 // One character-string; the lookup's texts are short constants.
