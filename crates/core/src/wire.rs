@@ -72,8 +72,9 @@ pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<
     }
     let mut truncated = false;
     let after_question = w.mark();
-    match (w.records(s.answers, room), w.records(s.authority, room)) {
-        (Some(an), Some(ns)) => {
+    let needed = w.records(s.answers, room).and_then(|an| Some((an, w.records(s.authority, room)?)));
+    match needed {
+        Some((an, ns)) => {
             counts[1] = an;
             counts[2] = ns;
             let after_authority = w.mark();
@@ -82,8 +83,8 @@ pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<
                 None => w.rewind(after_authority),
             }
         }
-        _ if stream => return Fit::TooLarge,
-        _ => {
+        None if stream => return Fit::TooLarge,
+        None => {
             w.rewind(after_question);
             truncated = true;
         }
@@ -95,7 +96,7 @@ pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<
         // Extended RCODE (high 8 bits), version 0, no flags.
         w.u32(u32::from(head.rcode.high()) << 24);
         w.u16(0);
-        counts[3] += 1;
+        counts[3] = counts[3].saturating_add(1);
     }
     let flags = 0x80
         | (u8::from(head.op_code) << 3)
