@@ -169,7 +169,7 @@ impl<'a> Lookup<'a> {
         let primary = &self.settings.primary_zone().name;
         match self.ns_service() {
             Some(svc) => (service_name(svc, primary), Some(svc)),
-            None => (under(primary, &[b"ns", b"dns"]), None),
+            None => (Soa::primary_of(primary), None),
         }
     }
 
@@ -439,13 +439,7 @@ fn address_record(owner: Dname<'_>, ttl: u32, ip: IpAddr) -> Rr<'_> {
 
 /// `<service>.<namespace>.svc.<zone>`.
 fn service_name<'a>(svc: &'a ServiceEntry, zone: &'a Name) -> Dname<'a> {
-    under(zone, &[svc.name.as_bytes(), svc.namespace.as_bytes(), b"svc"])
-}
-
-/// `labels` (leftmost first) in front of `zone`; inputs are validated labels, so failure
-/// (a name over 255 bytes) falls back to the zone itself rather than panicking.
-fn under<'a>(zone: &'a Name, labels: &[&'a [u8]]) -> Dname<'a> {
-    Dname::under(zone, labels).unwrap_or(Dname::of(zone))
+    Dname::under_or_base(zone, &[svc.name.as_bytes(), svc.namespace.as_bytes(), b"svc"])
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ pub fn respond(lookup: &Lookup<'_>, query: &[u8], max_udp: u16) -> Option<Vec<u8
         checking_disabled: request.checking_disabled,
         rcode: ResponseCode::NoError,
     };
-    let reply = Reply { max_udp, client_edns: request.edns.as_ref() };
+    let reply = Reply { query, max_udp, client_edns: request.edns.as_ref() };
     if let Some(req_edns) = &request.edns
         && req_edns.version() > 0 {
             head.rcode = ResponseCode::BADVERS;
@@ -65,8 +65,9 @@ pub fn respond(lookup: &Lookup<'_>, query: &[u8], max_udp: u16) -> Option<Vec<u8
     Some(reply.write(head, core::slice::from_ref(question), &answer))
 }
 
-/// How a reply must be shaped: the host's UDP limit and the client's EDNS.
+/// How a reply must be shaped: the query it answers, the host's UDP limit and the client's EDNS.
 struct Reply<'a> {
+    query: &'a [u8],
     max_udp: u16,
     client_edns: Option<&'a Edns>,
 }
@@ -88,13 +89,7 @@ impl Reply<'_> {
         let sections = Sections { questions, answers: &answer.answers, authority: &answer.authority, additionals: &answer.additionals };
         match write_response(head, &sections, edns_payload, limit, stream) {
             Fit::Whole(bytes) => bytes,
-            Fit::TooLarge => {
-                let mut out = alloc::vec![0u8; HEADER_LEN];
-                out[0..2].copy_from_slice(&head.id.to_be_bytes());
-                out[2] = 0x80 | (u8::from(head.op_code) << 3) | u8::from(head.recursion_desired);
-                out[3] = ResponseCode::ServFail.low();
-                out
-            }
+            Fit::TooLarge => header_only(self.query, ResponseCode::ServFail),
         }
     }
 }

@@ -45,6 +45,12 @@ impl<'a> Dname<'a> {
         (labels.len() <= 3 && d.valid()).then_some(d)
     }
 
+    /// [`Dname::under`], or `base` itself when the name would be too long: the labels here are
+    /// validated ones, so only a very long zone gets there, and it must not fail an answer.
+    pub fn under_or_base(base: &'a Name, labels: &[&'a [u8]]) -> Self {
+        Dname::under(base, labels).unwrap_or(Dname::of(base))
+    }
+
     /// `label` in front of this name (which has none yet); `None` when too long.
     pub fn with_head(self, label: EndpointLabel<'a>) -> Option<Self> {
         let d = Dname { head: Some(label), ..self };
@@ -110,12 +116,17 @@ pub struct Soa<'a> {
 }
 
 impl<'a> Soa<'a> {
+    /// `ns.dns.<zone>`: the SOA's primary, and the NS target when no name server Service exists.
+    pub fn primary_of(zone: &'a Name) -> Dname<'a> {
+        Dname::under_or_base(zone, &[b"ns", b"dns"])
+    }
+
     pub fn mname(&self) -> Dname<'a> {
-        Dname::under(self.zone, &[b"ns", b"dns"]).unwrap_or(Dname::of(self.zone))
+        Soa::primary_of(self.zone)
     }
 
     pub fn rname(&self) -> Dname<'a> {
-        Dname::under(self.zone, &[b"hostmaster"]).unwrap_or(Dname::of(self.zone))
+        Dname::under_or_base(self.zone, &[b"hostmaster"])
     }
 }
 
