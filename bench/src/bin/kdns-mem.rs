@@ -1,5 +1,6 @@
 //! Heap used by the core's index: bytes per endpoint at a given cluster size, measured with a
-//! counting allocator around `Resolver::load`.
+//! counting allocator around `Resolver::load`; and heap allocations per answered query over the
+//! benchmark query mix (each one costs tens of nanoseconds, more under wasm's dlmalloc).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -10,10 +11,13 @@ use kdns_bench::{Shape, snapshot};
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Allocation calls (alloc and realloc) since start.
+static CALLS: AtomicIsize = AtomicIsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        CALLS.fetch_add(1, Ordering::Relaxed);
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
@@ -22,6 +26,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        CALLS.fetch_add(1, Ordering::Relaxed);
         unsafe { System.realloc(p, l, new) }
     }
 }
@@ -51,6 +56,7 @@ fn main() {
     resolver.load(snap).unwrap();
     let took = started.elapsed();
     let index = LIVE.load(Ordering::Relaxed) - before;
+    report_allocations_per_query(&shape, &resolver);
     report_live_state(&shape);
     println!(
         "services={} endpoints={} index_bytes={} bytes_per_endpoint={:.1} load_ms={:.1}",
@@ -60,6 +66,18 @@ fn main() {
         index as f64 / a.endpoints as f64,
         took.as_secs_f64() * 1e3
     );
+}
+
+/// Allocation calls per query over the mix the benchmarks send, as a UDP server resolves it
+/// (1232-byte limit), response buffer included.
+fn report_allocations_per_query(shape: &Shape, resolver: &kdns_core::Resolver) {
+    let queries: Vec<Vec<u8>> = kdns_bench::queries(shape, 1000).iter().enumerate().map(|(i, (n, t))| kdns_bench::message(i as u16, n, t)).collect();
+    let before = CALLS.load(Ordering::Relaxed);
+    for q in &queries {
+        std::hint::black_box(resolver.resolve(q, 1232));
+    }
+    let calls = CALLS.load(Ordering::Relaxed) - before;
+    println!("allocations_per_query={:.2} (over {} queries)", calls as f64 / queries.len() as f64, queries.len());
 }
 
 /// Heap held by the API source's trimmed objects (`LiveState`), and by an index built through

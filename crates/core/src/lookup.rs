@@ -278,43 +278,49 @@ impl<'a> Lookup<'a> {
             return Missing;
         }
         let pod_names = self.store.pod_names();
-        // (endpoint, port) pairs, as CoreDNS counts them for existence and SRV weights.
-        let mut pairs: Vec<(&EndpointEntry, &PortSpec)> = Vec::new();
-        let mut add = |ep: &'a EndpointEntry| {
-            for p in &svc.port_groups[ep.group as usize] {
+        // (endpoint, port) pairs, as CoreDNS counts them for existence and SRV weights; as
+        // indexes, so that a typical answer's pairs stay on the stack.
+        let mut pairs: TinyVec<[(u32, u16); 32]> = TinyVec::new();
+        let mut add = |(i, ep): (u32, &'a EndpointEntry)| {
+            for (j, p) in svc.port_groups[ep.group as usize].iter().enumerate() {
                 if port_matches(port, p) {
-                    pairs.push((ep, p));
+                    pairs.push((i, j as u16));
                 }
             }
         };
         match endpoint {
             Some(label) => svc.endpoints_named(label, pod_names).for_each(&mut add),
-            None => svc.endpoints.iter().for_each(&mut add),
+            None => (0..).zip(&svc.endpoints).for_each(&mut add),
         }
         if pairs.is_empty() {
             return Missing;
         }
+        let pair = |&(i, j): &(u32, u16)| {
+            let ep = &svc.endpoints[i as usize];
+            (ep, &svc.port_groups[ep.group as usize][usize::from(j)])
+        };
         match qtype {
             RecordType::A | RecordType::AAAA => {
-                let mut seen = BTreeSet::new();
-                let ips = pairs.iter().map(|(ep, _)| ep.ip).filter(|ip| seen.insert(*ip));
+                let mut seen = Seen::default();
+                let ips = pairs.iter().map(|p| pair(p).0.ip).filter(|ip| seen.insert(*ip));
                 self.push_addresses(Dname::of(qname), qtype, ips, &mut ans.answers);
             }
             RecordType::SRV => {
                 let weight = srv_weight(pairs.len());
                 let svc_name = service_name(svc, &zone.name);
-                let labels: Vec<_> = pairs.iter().map(|(ep, _)| svc.label(ep, pod_names)).collect();
                 ans.answers.reserve(pairs.len());
                 ans.additionals.reserve(pairs.len());
-                let mut seen_srv: BTreeSet<(&[u8], u16)> = BTreeSet::new();
-                let mut seen_addr: BTreeSet<(&[u8], IpAddr)> = BTreeSet::new();
-                for ((ep, p), label) in pairs.iter().zip(&labels) {
+                let mut seen_srv = Seen::default();
+                let mut seen_addr = Seen::default();
+                for (ep, p) in pairs.iter().map(pair) {
                     let Some(port) = p.port else { continue };
-                    let Some(target) = svc_name.with_head(*label) else { continue };
-                    if seen_srv.insert((label.as_bytes(), port)) {
+                    let label = svc.label(ep, pod_names);
+                    let Some(target) = svc_name.with_head(label) else { continue };
+                    // Endpoints with one label are one target: its records are not repeated.
+                    if seen_srv.insert((label, port)) {
                         ans.answers.push(srv(Dname::of(qname), self.ttl(), weight, port, target));
                     }
-                    if seen_addr.insert((label.as_bytes(), ep.ip)) {
+                    if seen_addr.insert((label, ep.ip)) {
                         ans.additionals.push(address_record(target, self.ttl(), ep.ip));
                     }
                 }
@@ -359,34 +365,33 @@ impl<'a> Lookup<'a> {
         let primary = &self.settings.primary_zone().name;
         let exposed = |svc: &&ServiceEntry| self.settings.namespace_exposed(svc.namespace.as_bytes());
         let owners = || self.store.ip_owners(&ip);
-        let mut targets: Vec<Dname<'a>> = Vec::new();
         // A cluster IP names its service alone; otherwise every endpoint with the IP is named.
         let cluster = owners().find_map(|o| match o {
             IpOwner::ClusterIp { service } => self.store.service_by_id(*service).filter(exposed),
             IpOwner::Endpoint { .. } => None,
         });
+        let mut named = |target: Dname<'a>| {
+            // Endpoints of one name (in several slices) are one record.
+            let known = |r: &Rr<'_>| matches!(&r.data, Rdata::Ptr(t) if t.labels().eq(target.labels()));
+            if qtype == RecordType::PTR && !ans.answers.iter().any(known) {
+                ans.answers.push(Rr { owner: Dname::of(qname), ttl: self.ttl(), data: Rdata::Ptr(target) });
+            }
+        };
+        let mut presence = Missing;
         if let Some(svc) = cluster {
-            targets.push(service_name(svc, primary));
+            named(service_name(svc, primary));
+            presence = Exists;
         } else if !self.settings.no_endpoints {
             for owner in owners() {
                 let IpOwner::Endpoint { service, endpoint } = owner else { continue };
                 let Some(svc) = self.store.service_by_id(*service).filter(exposed) else { continue };
                 let ep = &svc.endpoints[*endpoint as usize];
                 let Some(target) = service_name(svc, primary).with_head(svc.label(ep, self.store.pod_names())) else { continue };
-                if !targets.iter().any(|t| t.labels().eq(target.labels())) {
-                    targets.push(target);
-                }
+                named(target);
+                presence = Exists;
             }
         }
-        if targets.is_empty() {
-            return Missing;
-        }
-        if qtype == RecordType::PTR {
-            for t in targets {
-                ans.answers.push(Rr { owner: Dname::of(qname), ttl: self.ttl(), data: Rdata::Ptr(t) });
-            }
-        }
-        Exists
+        presence
     }
 
     // ----- helpers ------------------------------------------------------------------------------
@@ -403,6 +408,38 @@ impl<'a> Lookup<'a> {
                 out.push(address_record(owner, self.ttl(), ip));
             }
         }
+    }
+}
+
+/// A set for leaving duplicates out of an answer: a few entries on the stack, compared one by
+/// one; a B-tree once there are more (a headless service can have thousands of endpoints).
+struct Seen<T> {
+    few: tinyvec::ArrayVec<[Option<T>; 8]>,
+    many: BTreeSet<T>,
+}
+
+impl<T> Default for Seen<T> {
+    fn default() -> Self {
+        Seen { few: tinyvec::ArrayVec::new(), many: BTreeSet::new() }
+    }
+}
+
+impl<T: Ord + Copy> Seen<T> {
+    /// Adds `value`; false if it was there.
+    fn insert(&mut self, value: T) -> bool {
+        if !self.many.is_empty() {
+            return self.many.insert(value);
+        }
+        if self.few.contains(&Some(value)) {
+            return false;
+        }
+        if self.few.len() < self.few.capacity() {
+            self.few.push(Some(value));
+        } else {
+            self.many.extend(self.few.drain(..).flatten());
+            self.many.insert(value);
+        }
+        true
     }
 }
 

@@ -46,6 +46,28 @@ impl EndpointLabel<'_> {
     }
 }
 
+/// Labels are equal when their bytes are: a hostname `10-0-0-1` and the dashed IP 10.0.0.1
+/// name the same target.
+impl PartialEq for EndpointLabel<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for EndpointLabel<'_> {}
+
+impl PartialOrd for EndpointLabel<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for EndpointLabel<'_> {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
 struct StackWriter {
     buf: [u8; 48],
     len: usize,

@@ -115,13 +115,14 @@ impl ServiceEntry {
 
 
     /// Indices of the endpoints whose label equals `label` (lowercase).
-    pub fn endpoints_named(&self, label: &[u8], pod_names: bool) -> impl Iterator<Item = &EndpointEntry> {
+    /// The endpoints labelled `label`, with their indexes.
+    pub fn endpoints_named(&self, label: &[u8], pod_names: bool) -> impl Iterator<Item = (u32, &EndpointEntry)> {
         let key = move |i: &u32| self.label(&self.endpoints[*i as usize], pod_names);
         let start = self.by_label.partition_point(|i| key(i).as_bytes() < label);
         self.by_label[start..]
             .iter()
             .take_while(move |i| key(i).as_bytes() == label)
-            .map(|i| &self.endpoints[*i as usize])
+            .map(|i| (*i, &self.endpoints[*i as usize]))
     }
 
     fn sort_labels(&mut self, pod_names: bool) {

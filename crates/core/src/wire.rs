@@ -10,6 +10,8 @@
 
 use alloc::vec::Vec;
 
+use tinyvec::TinyVec;
+
 use hickory_proto::op::{OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name};
 
@@ -55,7 +57,8 @@ pub(crate) enum Fit {
 /// set (or, for a stream, [`Fit::TooLarge`]); additionals that do not fit are dropped whole,
 /// without TC, being optional data. A question section over `limit` is [`Fit::TooLarge`].
 pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<u16>, limit: usize, stream: bool) -> Fit {
-    let mut w = Writer { buf: Vec::with_capacity(512), suffixes: Vec::new(), hashes: Vec::new(), question: None };
+    // Sized for the common UDP answer so that it is not grown while written.
+    let mut w = Writer { buf: Vec::with_capacity(limit.min(usize::from(crate::message::ADVERTISED_UDP_SIZE))), suffixes: TinyVec::new(), question: None };
     w.buf.resize(HEADER_LEN, 0);
     let mut counts = [0u16; 4];
     for q in s.questions {
@@ -117,10 +120,9 @@ struct Writer<'a> {
     buf: Vec<u8>,
     /// The first question's name, written at offset 12: most owners are this name.
     question: Option<&'a Name>,
-    /// (hash of a name suffix, its offset) for every label written out in full.
-    suffixes: Vec<(u64, u16)>,
-    /// Scratch space for [`Writer::name`].
-    hashes: Vec<u64>,
+    /// (hash of a name suffix, its offset) for every label written out in full; on the stack
+    /// up to a typical answer's worth (allocations cost most under wasm).
+    suffixes: TinyVec<[(u64, u16); 32]>,
 }
 
 /// A point to rewind to: the buffer and the compression table as they were.
@@ -202,9 +204,8 @@ impl Writer<'_> {
         if compress && self.question.is_some_and(|q| name.is(q)) {
             return self.u16(0xC000 | HEADER_LEN as u16);
         }
-        // hashes[i]: the suffix starting at label i (kept in the writer to reuse its memory).
-        let mut hashes = core::mem::take(&mut self.hashes);
-        hashes.clear();
+        // hashes[i]: the suffix starting at label i.
+        let mut hashes: TinyVec<[u64; 16]> = TinyVec::new();
         let mut h = ROOT_HASH;
         for label in name.labels().rev() {
             h = suffix_hash(h, label);
@@ -227,7 +228,6 @@ impl Writer<'_> {
             Some((_, at)) => self.u16(0xC000 | at),
             None => self.buf.push(0),
         }
-        self.hashes = hashes;
     }
 
     /// The offset of an earlier copy of `name` from its label `from` on, compared byte for byte.
@@ -267,11 +267,20 @@ const ROOT_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
 /// and last eight bytes, chained onto the hash of the rest of the name. Hashing every byte cost
 /// a tenth of the time per query.
 fn suffix_hash(rest: u64, label: &[u8]) -> u64 {
-    let k = label.len().min(8);
-    let mut head = [0u8; 8];
-    head[..k].copy_from_slice(&label[..k]);
-    let mut tail = [0u8; 8];
-    tail[..k].copy_from_slice(&label[label.len() - k..]);
-    let h = (rest ^ u64::from_le_bytes(head)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-    (h.rotate_left(29) ^ u64::from_le_bytes(tail) ^ label.len() as u64).wrapping_mul(0xc4ce_b9fe_1a85_ec53)
+    let (head, tail) = match label.len() {
+        // Fixed-size reads: a copy of variable length is a call out of the module under wasm.
+        8.. => (word(&label[..8]), word(&label[label.len() - 8..])),
+        _ => {
+            let short = label.iter().rev().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
+            (short, short)
+        }
+    };
+    let h = (rest ^ head).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (h.rotate_left(29) ^ tail ^ label.len() as u64).wrapping_mul(0xc4ce_b9fe_1a85_ec53)
+}
+
+fn word(eight: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(eight);
+    u64::from_le_bytes(b)
 }
