@@ -23,11 +23,13 @@ pub enum PodMode {
     Verified,
 }
 
-/// A served zone: its name as configured (used in answers) and its label count.
+/// A served zone: its name as configured (used in answers), its label count, and its labels
+/// lowercased (for matching questions).
 #[derive(Clone, Debug)]
 pub struct Zone {
     pub name: Name,
     pub labels: usize,
+    lowered: Vec<Vec<u8>>,
 }
 
 impl Zone {
@@ -39,7 +41,13 @@ impl Zone {
         let mut name = Name::from_ascii(text).map_err(|_| InputError::BadZone)?;
         name.set_fqdn(true);
         let labels = name.num_labels() as usize;
-        Ok(Zone { name, labels })
+        let lowered = name.iter().map(|l| l.to_ascii_lowercase()).collect();
+        Ok(Zone { name, labels, lowered })
+    }
+
+    /// Whether a name, as its lowercased labels, is this zone or under it.
+    pub fn contains(&self, lowered: &[&[u8]]) -> bool {
+        lowered.len() >= self.labels && lowered[lowered.len() - self.labels..].iter().zip(&self.lowered).all(|(a, b)| *a == &b[..])
     }
 }
 

@@ -60,9 +60,15 @@ pub struct Lookup<'a> {
 impl<'a> Lookup<'a> {
     /// The zone a name falls in (longest match) and whether it is a reverse zone.
     pub fn zone_of(&self, name: &Name) -> Option<(&'a Zone, bool)> {
+        let mut text = [0u8; NAME_BYTES];
+        self.zone_for(&lowercase_labels(name, &mut text))
+    }
+
+    /// [`Lookup::zone_of`] for a name as its lowercased labels.
+    fn zone_for(&self, labels: &[&[u8]]) -> Option<(&'a Zone, bool)> {
         let forward = self.settings.zones.iter().map(|z| (z, false));
         let reverse = self.settings.reverse_zones.iter().map(|z| (z, true));
-        forward.chain(reverse).filter(|(z, _)| z.name.zone_of(name)).max_by_key(|(z, _)| z.labels)
+        forward.chain(reverse).filter(|(z, _)| z.contains(labels)).max_by_key(|(z, _)| z.labels)
     }
 
     /// Answers `qname`/`qtype`. Names outside every served zone are REFUSED.
@@ -70,7 +76,9 @@ impl<'a> Lookup<'a> {
     where
         'a: 'q,
     {
-        let Some((zone, reverse)) = self.zone_of(qname) else {
+        let mut text = [0u8; NAME_BYTES];
+        let labels = lowercase_labels(qname, &mut text);
+        let Some((zone, reverse)) = self.zone_for(&labels) else {
             return Answer { rcode: ResponseCode::Refused, ..Answer::default() };
         };
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
@@ -78,7 +86,7 @@ impl<'a> Lookup<'a> {
             return Answer { rcode: ResponseCode::Refused, ..Answer::default() };
         }
         let mut ans = Answer { authoritative: true, ..Answer::default() };
-        let presence = self.records(qname, zone, reverse, qtype, &mut ans, 0);
+        let presence = self.records(qname, &labels, zone, reverse, qtype, &mut ans, 0);
         if ans.answers.is_empty() {
             ans.authority.push(self.soa(zone));
             if presence == Missing {
@@ -88,29 +96,19 @@ impl<'a> Lookup<'a> {
         ans
     }
 
-    fn records<'q>(&self, qname: &'q Name, zone: &'a Zone, reverse: bool, qtype: RecordType, ans: &mut Answer<'q>, depth: usize) -> Presence
+    /// The records of `qname` (`labels`: its labels lowercased) in `zone`.
+    #[allow(clippy::too_many_arguments)]
+    fn records<'q>(&self, qname: &'q Name, labels: &[&[u8]], zone: &'a Zone, reverse: bool, qtype: RecordType, ans: &mut Answer<'q>, depth: usize) -> Presence
     where
         'a: 'q,
     {
-        // The labels, lowercased on the stack: a query allocates nothing to be parsed.
-        let mut text = [0u8; NAME_BYTES];
-        let mut spans: TinyVec<[(u8, u8); 16]> = TinyVec::new();
-        let mut end = 0;
-        for label in qname.iter() {
-            let start = end;
-            end = (start + label.len()).min(NAME_BYTES);
-            text[start..end].copy_from_slice(&label[..end - start]);
-            text[start..end].make_ascii_lowercase();
-            spans.push((start as u8, end as u8));
-        }
-        let labels: TinyVec<[&[u8]; 16]> = spans.iter().map(|&(a, b)| &text[usize::from(a)..usize::from(b)]).collect();
         let rel = &labels[..labels.len().saturating_sub(zone.labels)];
         if rel.is_empty() {
             self.apex(zone, qtype, ans);
             return Exists;
         }
         if reverse {
-            return self.reverse(&labels, qname, qtype, ans);
+            return self.reverse(labels, qname, qtype, ans);
         }
         match rel {
             [b"dns-version"] => {
@@ -224,12 +222,15 @@ impl<'a> Lookup<'a> {
         }
         ans.answers.push(Rr { owner: Dname::of(qname), ttl: self.ttl(), data: Rdata::Cname(Dname::of(target)) });
         // Follow a target inside our forward zones so the client gets the addresses at once.
-        if qtype != RecordType::CNAME && depth < MAX_CNAME_CHAIN
-            && let Some((zone, false)) = self.zone_of(target) {
+        if qtype != RecordType::CNAME && depth < MAX_CNAME_CHAIN {
+            let mut text = [0u8; NAME_BYTES];
+            let labels = lowercase_labels(target, &mut text);
+            if let Some((zone, false)) = self.zone_for(&labels) {
                 let mut chased = Answer::default();
-                self.records(target, zone, false, qtype, &mut chased, depth + 1);
+                self.records(target, &labels, zone, false, qtype, &mut chased, depth + 1);
                 ans.answers.append(&mut chased.answers);
             }
+        }
         Exists
     }
 
@@ -409,6 +410,21 @@ impl<'a> Lookup<'a> {
             }
         }
     }
+}
+
+/// The labels of `name` lowercased into `text`: a query allocates nothing to be matched.
+fn lowercase_labels<'t>(name: &Name, text: &'t mut [u8; NAME_BYTES]) -> TinyVec<[&'t [u8]; 16]> {
+    let mut spans: TinyVec<[(u8, u8); 16]> = TinyVec::new();
+    let mut end = 0;
+    for label in name.iter() {
+        let start = end;
+        end = (start + label.len()).min(NAME_BYTES);
+        text[start..end].copy_from_slice(&label[..end - start]);
+        text[start..end].make_ascii_lowercase();
+        spans.push((start as u8, end as u8));
+    }
+    let text = &*text;
+    spans.iter().map(|&(a, b)| &text[usize::from(a)..usize::from(b)]).collect()
 }
 
 /// A set for leaving duplicates out of an answer: a few entries on the stack, compared one by

@@ -204,21 +204,23 @@ impl Writer<'_> {
         if compress && self.question.is_some_and(|q| name.is(q)) {
             return self.u16(0xC000 | HEADER_LEN as u16);
         }
-        // hashes[i]: the suffix starting at label i.
+        // The labels once (a name's label iterator is slow under wasm), and hashes[i]: the
+        // suffix starting at label i.
+        let labels: TinyVec<[&[u8]; 16]> = name.labels().collect();
+        let n = labels.len();
         let mut hashes: TinyVec<[u64; 16]> = TinyVec::new();
+        hashes.resize(n, 0);
         let mut h = ROOT_HASH;
-        for label in name.labels().rev() {
+        for (slot, label) in hashes.iter_mut().zip(&labels).rev() {
             h = suffix_hash(h, label);
-            hashes.push(h);
+            *slot = h;
         }
-        hashes.reverse();
-        let n = hashes.len();
-        let known = if compress { (0..n).find_map(|i| self.find(hashes[i], name, i).map(|at| (i, at))) } else { None };
+        let known = if compress { (0..n).find_map(|i| self.find(hashes[i], &labels[i..]).map(|at| (i, at))) } else { None };
         let whole = known.map_or(n, |(i, _)| i);
-        for (i, label) in name.labels().take(whole).enumerate() {
+        for (label, hash) in labels.iter().zip(&hashes).take(whole) {
             let at = self.buf.len();
             if at < POINTER_RANGE {
-                self.suffixes.push((hashes[i], at as u16));
+                self.suffixes.push((*hash, at as u16));
             }
             let label = &label[..label.len().min(63)];
             self.buf.push(label.len() as u8);
@@ -230,14 +232,14 @@ impl Writer<'_> {
         }
     }
 
-    /// The offset of an earlier copy of `name` from its label `from` on, compared byte for byte.
-    fn find(&self, hash: u64, name: &Dname<'_>, from: usize) -> Option<u16> {
-        self.suffixes.iter().filter(|(h, _)| *h == hash).map(|(_, at)| *at).find(|at| self.holds(usize::from(*at), name, from))
+    /// The offset of an earlier copy of the name made of `labels`, compared byte for byte.
+    fn find(&self, hash: u64, labels: &[&[u8]]) -> Option<u16> {
+        self.suffixes.iter().filter(|(h, _)| *h == hash).map(|(_, at)| *at).find(|at| self.holds(usize::from(*at), labels))
     }
 
-    /// Whether the name written at `at` (pointers followed) is exactly `name` from label `from`.
-    fn holds(&self, mut at: usize, name: &Dname<'_>, from: usize) -> bool {
-        let mut labels = name.labels().skip(from);
+    /// Whether the name written at `at` (pointers followed) is exactly `labels`.
+    fn holds(&self, mut at: usize, labels: &[&[u8]]) -> bool {
+        let mut labels = labels.iter();
         // Every hop moves backwards, so a name has at most as many hops as the buffer has bytes;
         // the bound only guards against a bug turning into a hang.
         for _ in 0..self.buf.len() {
@@ -252,7 +254,7 @@ impl Writer<'_> {
             }
             let Some(label) = labels.next() else { return false };
             let end = at + 1 + usize::from(len);
-            if self.buf.get(at + 1..end) != Some(label) {
+            if self.buf.get(at + 1..end) != Some(*label) {
                 return false;
             }
             at = end;
