@@ -21,7 +21,10 @@ fn resolve(c: &mut Criterion) {
     let native = NativeEngine::new(v1::Config::default()).unwrap();
     native.load(snap.clone()).unwrap();
     let wasm = WasmEngine::new(EMBEDDED_MODULE, v1::Config::default(), WasmLimits { instances: 1, ..Default::default() }).unwrap();
-    wasm.load(snap).unwrap();
+    wasm.load(snap.clone()).unwrap();
+    // As `--wasm-no-timeouts` runs it: no interruption checks compiled in.
+    let wasm_fast = WasmEngine::new(EMBEDDED_MODULE, v1::Config::default(), WasmLimits { instances: 1, timeouts: false, ..Default::default() }).unwrap();
+    wasm_fast.load(snap).unwrap();
     let mut g = c.benchmark_group("resolve_100k_endpoints");
     g.throughput(Throughput::Elements(qs.len() as u64));
     g.bench_function("native", |b| {
@@ -35,6 +38,13 @@ fn resolve(c: &mut Criterion) {
         b.iter(|| {
             for q in &qs {
                 black_box(wasm.resolve(black_box(q), 1232));
+            }
+        })
+    });
+    g.bench_function("wasm_no_timeouts", |b| {
+        b.iter(|| {
+            for q in &qs {
+                black_box(wasm_fast.resolve(black_box(q), 1232));
             }
         })
     });
