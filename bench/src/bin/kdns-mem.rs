@@ -104,11 +104,18 @@ fn report_live_state(shape: &Shape) {
     }
     let live_bytes = LIVE.load(Ordering::Relaxed) - before;
     drop(state);
+    // The deltas are taken first and kept encoded while they are applied, so that neither the
+    // live state's pending set emptying nor the deltas being freed is counted as the index.
+    use kdns_proto::Message as _;
+    let mut deltas = Vec::new();
+    while let Some(delta) = live.next_delta(1, 512) {
+        deltas.push(delta.encode_to_vec());
+    }
     let mut resolver = kdns_core::Resolver::new(Default::default()).unwrap();
     let before = LIVE.load(Ordering::Relaxed);
     resolver.load(Default::default()).unwrap();
-    while let Some(delta) = live.next_delta(1, 512) {
-        resolver.apply(delta).unwrap();
+    for delta in &deltas {
+        resolver.apply_bytes(delta).unwrap();
     }
     let index = LIVE.load(Ordering::Relaxed) - before;
     println!("live_state_bytes={live_bytes} ({:.1}/endpoint) index_from_deltas_bytes={index} ({:.1}/endpoint)", live_bytes as f64 / shape.endpoints as f64, index as f64 / shape.endpoints as f64);
