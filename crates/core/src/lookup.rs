@@ -511,6 +511,16 @@ mod tests {
     }
 
     #[test]
+    fn seen_keeps_first_occurrences_on_the_stack_and_past_it() {
+        let mut seen = Seen::default();
+        // Past the stack's eight entries it moves to the B-tree; answers must not change.
+        let values = [3u32, 1, 3, 2, 1, 4, 5, 6, 7, 8, 9, 3, 10, 9, 11, 1];
+        let kept: Vec<u32> = values.iter().copied().filter(|v| seen.insert(*v)).collect();
+        assert_eq!(kept, [3, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert!(!seen.many.is_empty());
+    }
+
+    #[test]
     fn port_matching() {
         let http = PortSpec { name: "http".into(), protocol: crate::store::Protocol::Tcp, port: Some(80) };
         let sentinel = PortSpec { name: "".into(), protocol: crate::store::Protocol::Tcp, port: None };

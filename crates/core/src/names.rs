@@ -154,6 +154,14 @@ mod tests {
     use alloc::string::ToString;
     use alloc::vec::Vec;
 
+    #[test]
+    fn labels_compare_by_their_bytes() {
+        let dashed = EndpointLabel::dashed("10.0.0.1".parse().unwrap());
+        assert!(dashed == EndpointLabel::Text("10-0-0-1"));
+        assert!(EndpointLabel::Text("10-0-0-1") < EndpointLabel::Text("web-0"));
+        assert!(dashed != EndpointLabel::Text("10-0-0-2"));
+    }
+
     fn dashed(ip: &str) -> alloc::string::String {
         let l = EndpointLabel::dashed(ip.parse().unwrap());
         alloc::string::String::from_utf8(l.as_bytes().to_vec()).unwrap()
