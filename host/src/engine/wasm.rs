@@ -139,9 +139,7 @@ impl Slot {
 
     /// Runs configure/load/apply; `Ok(code)` is the module's return code.
     fn input(&mut self, which: Input, bytes: &[u8], deadline: Duration) -> Result<i32, Trapped> {
-        if self.timeouts {
-            self.store.set_epoch_deadline(ticks(deadline));
-        }
+        self.set_deadline(deadline);
         let func = match which {
             Input::Configure => self.configure.clone(),
             Input::Load => self.load.clone(),
@@ -150,10 +148,15 @@ impl Slot {
         self.with_buffer(bytes, |s, ptr, len| func.call(&mut s.store, (ptr, len)))
     }
 
-    fn resolve(&mut self, query: &[u8], max_udp: u16, deadline: Duration) -> Result<Option<Vec<u8>>, Trapped> {
+    /// The next call's time limit, when limits apply.
+    fn set_deadline(&mut self, deadline: Duration) {
         if self.timeouts {
             self.store.set_epoch_deadline(ticks(deadline));
         }
+    }
+
+    fn resolve(&mut self, query: &[u8], max_udp: u16, deadline: Duration) -> Result<Option<Vec<u8>>, Trapped> {
+        self.set_deadline(deadline);
         let query = &query[..query.len().min(QUERY_BUFFER)];
         self.memory.write(&mut self.store, self.query_buf as u32 as usize, query).map_err(|e| Trapped(anyhow::Error::from(e)))?;
         let packed = self.resolve.call(&mut self.store, (self.query_buf, query.len() as i32, i32::from(max_udp)))?;
