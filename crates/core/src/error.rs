@@ -17,6 +17,8 @@ pub enum InputError {
     BadAddress,
     /// A service or pod without namespace or name.
     MissingName,
+    /// A service with more than 65,535 endpoint groups (EndpointSlices).
+    TooManySlices,
 }
 
 impl InputError {
@@ -32,6 +34,7 @@ impl InputError {
             InputError::BadPort => -8,
             InputError::BadAddress => -9,
             InputError::MissingName => -10,
+            InputError::TooManySlices => -11,
         }
     }
 }
@@ -48,6 +51,7 @@ impl fmt::Display for InputError {
             InputError::BadPort => "port number out of range",
             InputError::BadAddress => "IP address must be 4 or 16 bytes",
             InputError::MissingName => "object without namespace or name",
+            InputError::TooManySlices => "service with more than 65535 endpoint groups",
         })
     }
 }

@@ -364,11 +364,11 @@ impl<'a> Lookup<'a> {
     {
         let Some(ip) = parse_reverse(labels) else { return Missing };
         let primary = &self.settings.primary_zone().name;
-        let exposed = |svc: &&ServiceEntry| self.settings.namespace_exposed(svc.namespace.as_bytes());
-        let owners = || self.store.ip_owners(&ip);
+        let exposed = |svc: &&ServiceEntry| self.settings.namespace_exposed(svc.namespace().as_bytes());
+        let owners = || self.store.ip_owners(ip);
         // A cluster IP names its service alone; otherwise every endpoint with the IP is named.
         let cluster = owners().find_map(|o| match o {
-            IpOwner::ClusterIp { service } => self.store.service_by_id(*service).filter(exposed),
+            IpOwner::ClusterIp { service } => self.store.service_by_id(service).filter(exposed),
             IpOwner::Endpoint { .. } => None,
         });
         let mut named = |target: Dname<'a>| {
@@ -385,8 +385,8 @@ impl<'a> Lookup<'a> {
         } else if !self.settings.no_endpoints {
             for owner in owners() {
                 let IpOwner::Endpoint { service, endpoint } = owner else { continue };
-                let Some(svc) = self.store.service_by_id(*service).filter(exposed) else { continue };
-                let ep = &svc.endpoints[*endpoint as usize];
+                let Some(svc) = self.store.service_by_id(service).filter(exposed) else { continue };
+                let ep = &svc.endpoints[endpoint as usize];
                 let Some(target) = service_name(svc, primary).with_head(svc.label(ep, self.store.pod_names())) else { continue };
                 named(target);
                 presence = Exists;
@@ -492,7 +492,7 @@ fn address_record(owner: Dname<'_>, ttl: u32, ip: IpAddr) -> Rr<'_> {
 
 /// `<service>.<namespace>.svc.<zone>`.
 fn service_name<'a>(svc: &'a ServiceEntry, zone: &'a Name) -> Dname<'a> {
-    Dname::under_or_base(zone, &[svc.name.as_bytes(), svc.namespace.as_bytes(), b"svc"])
+    Dname::under_or_base(zone, &[svc.name().as_bytes(), svc.namespace().as_bytes(), b"svc"])
 }
 
 #[cfg(test)]

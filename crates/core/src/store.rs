@@ -53,58 +53,77 @@ pub struct PortSpec {
 }
 
 /// An endpoint that is published in DNS (ready, or its service publishes not-ready addresses).
+/// Kept at 28 bytes: there are a hundred thousand of these in a large cluster.
 #[derive(Clone, Copy, Debug)]
 pub struct EndpointEntry {
     pub ip: IpAddr,
-    /// Lowercased EndpointSlice hostname, in [`ServiceEntry::text`].
-    hostname: TextRef,
-    /// Lowercased name of the target Pod, in [`ServiceEntry::text`].
-    pod_name: TextRef,
+    /// Where the lowercased EndpointSlice hostname starts in [`ServiceEntry::text`]; the
+    /// lowercased name of the target Pod follows it.
+    text_start: u32,
+    /// Byte lengths of the hostname and the pod name (0: absent).
+    host_len: u16,
+    pod_len: u16,
     /// Index into [`ServiceEntry::port_groups`].
-    pub group: u32,
+    pub group: u16,
 }
 
-/// A piece of a service's text (empty: absent). Endpoint names live in one string per
-/// service rather than a heap block each (measured: 56 bytes and two allocations per
-/// endpoint became 40 bytes and none).
-#[derive(Clone, Copy, Debug, Default)]
-struct TextRef {
-    start: u32,
-    len: u16,
+impl EndpointEntry {
+    fn hostname_range(&self) -> core::ops::Range<usize> {
+        let start = self.text_start as usize;
+        start..start + usize::from(self.host_len)
+    }
+
+    fn pod_name_range(&self) -> core::ops::Range<usize> {
+        let start = self.text_start as usize + usize::from(self.host_len);
+        start..start + usize::from(self.pod_len)
+    }
 }
 
+/// A service and its published endpoints. Slices are boxed rather than `Vec`s (no spare
+/// capacity, 8 bytes less each): an entry changes only by being replaced.
 #[derive(Clone, Debug)]
 pub struct ServiceEntry {
-    pub namespace: Box<str>,
-    pub name: Box<str>,
+    /// "namespace/name" in one allocation; the namespace is its first `ns_len` bytes. The name
+    /// index hashes this same string, so the key is stored once.
+    key: Box<str>,
+    ns_len: u32,
     pub kind: ServiceKind,
-    pub cluster_ips: Vec<IpAddr>,
+    pub cluster_ips: Box<[IpAddr]>,
     /// Service ports (never empty: a portless service holds the sentinel).
-    pub ports: Vec<PortSpec>,
+    pub ports: Box<[PortSpec]>,
     /// The ExternalName target, when it is a domain name (not empty, not an IP address).
-    pub external_name: Option<Name>,
+    /// Boxed: one service in twenty has one, and a `Name` is some eighty bytes.
+    pub external_name: Option<Box<Name>>,
     /// Published endpoints, in input order.
-    pub endpoints: Vec<EndpointEntry>,
+    pub endpoints: Box<[EndpointEntry]>,
     /// The ports of each EndpointSlice (never empty: sentinel when the slice has none).
-    pub port_groups: Vec<Vec<PortSpec>>,
+    pub port_groups: Box<[Box<[PortSpec]>]>,
     /// Endpoint indices sorted by their DNS label, for O(log n) endpoint-name lookups.
-    by_label: Vec<u32>,
+    by_label: Box<[u32]>,
     /// The endpoints' hostnames and pod names, end to end.
     text: Box<str>,
 }
 
 impl ServiceEntry {
-    fn text(&self, r: TextRef) -> Option<&str> {
-        (r.len > 0).then(|| self.text.get(r.start as usize..r.start as usize + usize::from(r.len))).flatten()
+    pub fn namespace(&self) -> &str {
+        &self.key[..self.ns_len as usize]
+    }
+
+    pub fn name(&self) -> &str {
+        &self.key[self.ns_len as usize + 1..]
+    }
+
+    fn text(&self, range: core::ops::Range<usize>) -> Option<&str> {
+        (!range.is_empty()).then(|| self.text.get(range)).flatten()
     }
 
     /// The DNS label naming `ep`, one of this service's endpoints (CoreDNS `endpointHostname`).
     pub fn label(&self, ep: &EndpointEntry, pod_names: bool) -> EndpointLabel<'_> {
-        if let Some(h) = self.text(ep.hostname) {
+        if let Some(h) = self.text(ep.hostname_range()) {
             return EndpointLabel::Text(h);
         }
         if pod_names
-            && let Some(p) = self.text(ep.pod_name) {
+            && let Some(p) = self.text(ep.pod_name_range()) {
                 // A pod name longer than a DNS label cannot be a name; fall back to the IP.
                 if is_dns_label(p) {
                     return EndpointLabel::Text(p);
@@ -113,8 +132,6 @@ impl ServiceEntry {
         EndpointLabel::dashed(ep.ip)
     }
 
-
-    /// Indices of the endpoints whose label equals `label` (lowercase).
     /// The endpoints labelled `label`, with their indexes.
     pub fn endpoints_named(&self, label: &[u8], pod_names: bool) -> impl Iterator<Item = (u32, &EndpointEntry)> {
         let key = move |i: &u32| self.label(&self.endpoints[*i as usize], pod_names);
@@ -126,7 +143,7 @@ impl ServiceEntry {
     }
 
     fn sort_labels(&mut self, pod_names: bool) {
-        let mut by_label: Vec<u32> = (0..self.endpoints.len() as u32).collect();
+        let mut by_label: Box<[u32]> = (0..self.endpoints.len() as u32).collect();
         let key = |i: &u32| self.label(&self.endpoints[*i as usize], pod_names);
         by_label.sort_by(|a, b| key(a).as_bytes().cmp(key(b).as_bytes()));
         self.by_label = by_label;
@@ -137,6 +154,11 @@ impl ServiceEntry {
 /// randomness, and the keys come from the cluster, not from queries.
 type NameMap<V> = hashbrown::HashMap<Box<str>, V, foldhash::fast::FixedState>;
 
+fn key_hash(key: &str) -> u64 {
+    use core::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one(key)
+}
+
 /// Who owns an IP: a service's cluster IP, or one of its endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum IpOwner {
@@ -144,16 +166,91 @@ pub enum IpOwner {
     Endpoint { service: u32, endpoint: u32 },
 }
 
+/// The reverse index: who owns each IP. Endpoint addresses are most of the cluster, so they are
+/// kept per family in the smallest keys that order the same way (IPv4 as a `u32`): 12 bytes an
+/// IPv4 endpoint instead of 32 for an `(IpAddr, IpOwner)` pair.
+#[derive(Default, Clone, Debug)]
+struct IpIndex {
+    /// (cluster IP, service id).
+    cluster: BTreeSet<(IpAddr, u32)>,
+    /// (address, service id, endpoint index).
+    v4: BTreeSet<(u32, u32, u32)>,
+    v6: BTreeSet<([u8; 16], u32, u32)>,
+}
+
+impl IpIndex {
+    /// Indexes all of `services` at once. A B-tree built from sorted input has full nodes;
+    /// one built by inserting ascending addresses is left about half full.
+    fn build(services: &[Option<ServiceEntry>]) -> IpIndex {
+        let (mut cluster, mut v4, mut v6) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, svc) in services.iter().enumerate() {
+            let Some(svc) = svc else { continue };
+            let id = id as u32;
+            cluster.extend(svc.cluster_ips.iter().map(|ip| (*ip, id)));
+            for (i, ep) in svc.endpoints.iter().enumerate() {
+                match ep.ip {
+                    IpAddr::V4(a) => v4.push((u32::from(a), id, i as u32)),
+                    IpAddr::V6(a) => v6.push((a.octets(), id, i as u32)),
+                }
+            }
+        }
+        IpIndex { cluster: cluster.into_iter().collect(), v4: v4.into_iter().collect(), v6: v6.into_iter().collect() }
+    }
+
+    fn add(&mut self, id: u32, svc: &ServiceEntry) {
+        for ip in &svc.cluster_ips {
+            self.cluster.insert((*ip, id));
+        }
+        for (i, ep) in svc.endpoints.iter().enumerate() {
+            match ep.ip {
+                IpAddr::V4(a) => self.v4.insert((u32::from(a), id, i as u32)),
+                IpAddr::V6(a) => self.v6.insert((a.octets(), id, i as u32)),
+            };
+        }
+    }
+
+    fn remove(&mut self, id: u32, svc: &ServiceEntry) {
+        for ip in &svc.cluster_ips {
+            self.cluster.remove(&(*ip, id));
+        }
+        for (i, ep) in svc.endpoints.iter().enumerate() {
+            match ep.ip {
+                IpAddr::V4(a) => self.v4.remove(&(u32::from(a), id, i as u32)),
+                IpAddr::V6(a) => self.v6.remove(&(a.octets(), id, i as u32)),
+            };
+        }
+    }
+
+    /// Who owns `ip`: cluster IPs first (by service id), then endpoints by service and position.
+    fn owners(&self, ip: IpAddr) -> impl Iterator<Item = IpOwner> + '_ {
+        let cluster = self.cluster.range((ip, 0)..=(ip, u32::MAX)).map(|(_, service)| IpOwner::ClusterIp { service: *service });
+        let (v4, v6) = match ip {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                (Some(self.v4.range((a, 0, 0)..=(a, u32::MAX, u32::MAX)).map(|(_, s, e)| (*s, *e))), None)
+            }
+            IpAddr::V6(a) => {
+                let a = a.octets();
+                (None, Some(self.v6.range((a, 0, 0)..=(a, u32::MAX, u32::MAX)).map(|(_, s, e)| (*s, *e))))
+            }
+        };
+        let endpoints = v4.into_iter().flatten().chain(v6.into_iter().flatten());
+        cluster.chain(endpoints.map(|(service, endpoint)| IpOwner::Endpoint { service, endpoint }))
+    }
+
+    /// Every indexed IP, in order, once each.
+    fn ips(&self) -> BTreeSet<IpAddr> {
+        let v4 = self.v4.iter().map(|(a, _, _)| IpAddr::from(core::net::Ipv4Addr::from(*a)));
+        let v6 = self.v6.iter().map(|(a, _, _)| IpAddr::from(*a));
+        self.cluster.iter().map(|(ip, _)| *ip).chain(v4).chain(v6).collect()
+    }
+}
+
 #[derive(Default, Clone, Debug)]
 struct NamespaceRefs {
     explicit: bool,
     services: u32,
     pods: u32,
-}
-
-impl IpOwner {
-    const FIRST: IpOwner = IpOwner::ClusterIp { service: 0 };
-    const LAST: IpOwner = IpOwner::Endpoint { service: u32::MAX, endpoint: u32::MAX };
 }
 
 impl NamespaceRefs {
@@ -168,11 +265,9 @@ pub struct Store {
     pub serial: u32,
     services: Vec<Option<ServiceEntry>>,
     free_ids: Vec<u32>,
-    /// "namespace/name" → service id.
-    by_name: NameMap<u32>,
-    /// (IP, owner) pairs: one B-tree of small entries rather than a list per IP (measured:
-    /// about 60 bytes less per endpoint).
-    by_ip: BTreeSet<(IpAddr, IpOwner)>,
+    /// Service ids, hashed by their "namespace/name" key (kept in the entry itself).
+    by_name: hashbrown::HashTable<u32>,
+    ips: IpIndex,
     namespaces: BTreeMap<Box<str>, NamespaceRefs>,
     /// "namespace/name" of each pod → its IPs.
     pods: NameMap<Vec<IpAddr>>,
@@ -198,9 +293,11 @@ impl Store {
         for ns in snapshot.namespaces {
             store.namespaces.entry(ns.into_boxed_str()).or_default().explicit = true;
         }
+        store.services.reserve_exact(snapshot.services.len());
         for svc in snapshot.services {
-            store.insert_service(build_service(svc, pod_names)?);
+            store.place_service(build_service(svc, pod_names)?);
         }
+        store.ips = IpIndex::build(&store.services);
         for pod in snapshot.pods {
             let (pod, ips) = build_pod(pod)?;
             store.insert_pod(pod, ips);
@@ -262,8 +359,14 @@ impl Store {
 
     pub fn service(&self, ns: &[u8], name: &[u8]) -> Option<&ServiceEntry> {
         let mut buf = [0u8; KEY_MAX];
-        let id = self.by_name.get(object_key(&mut buf, ns, name)?)?;
-        self.service_by_id(*id)
+        let id = self.service_id(object_key(&mut buf, ns, name)?)?;
+        self.service_by_id(id)
+    }
+
+    fn service_id(&self, key: &str) -> Option<u32> {
+        let services = &self.services;
+        let is_key = |id: &u32| services[*id as usize].as_ref().is_some_and(|s| &*s.key == key);
+        self.by_name.find(key_hash(key), is_key).copied()
     }
 
     pub fn service_by_id(&self, id: u32) -> Option<&ServiceEntry> {
@@ -276,9 +379,8 @@ impl Store {
     }
 
     /// Every IP that names something (cluster IPs and published endpoints), in order.
-    pub fn owned_ips(&self) -> impl Iterator<Item = &IpAddr> {
-        let mut last = None;
-        self.by_ip.iter().map(|(ip, _)| ip).filter(move |ip| last.replace(*ip) != Some(*ip))
+    pub fn owned_ips(&self) -> impl Iterator<Item = IpAddr> {
+        self.ips.ips().into_iter()
     }
 
     /// Every (pod IP, namespace) pair.
@@ -287,8 +389,8 @@ impl Store {
     }
 
     /// Who owns `ip`: its service's cluster IP first, then endpoints by service and position.
-    pub fn ip_owners(&self, ip: &IpAddr) -> impl Iterator<Item = &IpOwner> {
-        self.by_ip.range((*ip, IpOwner::FIRST)..=(*ip, IpOwner::LAST)).map(|(_, owner)| owner)
+    pub fn ip_owners(&self, ip: IpAddr) -> impl Iterator<Item = IpOwner> + '_ {
+        self.ips.owners(ip)
     }
 
     pub fn pod_exists(&self, ip: IpAddr, ns: &[u8]) -> bool {
@@ -316,36 +418,54 @@ impl Store {
     }
 
     fn insert_service(&mut self, entry: ServiceEntry) {
-        self.remove_service(&entry.namespace, &entry.name);
+        if let Some((id, old)) = self.take_service(&entry.key) {
+            self.ips.remove(id, &old);
+        }
+        let id = self.place_service(entry);
+        if let Some(entry) = &self.services[id as usize] {
+            self.ips.add(id, entry);
+        }
+    }
+
+    fn remove_service(&mut self, ns: &str, name: &str) {
+        if let Some((id, old)) = self.take_service(&owned_key(ns, name)) {
+            self.ips.remove(id, &old);
+        }
+    }
+
+    /// Puts `entry` in the slab and the name index (replacing a service of the same name),
+    /// leaving the IP index to the caller. Returns its id.
+    fn place_service(&mut self, entry: ServiceEntry) -> u32 {
+        self.take_service(&entry.key);
         let id = match self.free_ids.pop() {
             Some(id) => id,
             None => {
+                if self.services.len() == self.services.capacity() {
+                    // Grow by an eighth, not double: a slot is ~130 bytes and a cluster that
+                    // gains a service after its snapshot should not pay for ten thousand.
+                    self.services.reserve_exact(self.services.len() / 8 + 16);
+                }
                 self.services.push(None);
                 (self.services.len() - 1) as u32
             }
         };
-        for ip in &entry.cluster_ips {
-            self.by_ip.insert((*ip, IpOwner::ClusterIp { service: id }));
-        }
-        for (i, ep) in entry.endpoints.iter().enumerate() {
-            self.by_ip.insert((ep.ip, IpOwner::Endpoint { service: id, endpoint: i as u32 }));
-        }
-        self.ns_refs(&entry.namespace).services += 1;
-        self.by_name.insert(owned_key(&entry.namespace, &entry.name), id);
+        self.ns_refs(entry.namespace()).services += 1;
+        let services = &self.services;
+        let hasher = |id: &u32| services[*id as usize].as_ref().map_or(0, |s| key_hash(&s.key));
+        self.by_name.insert_unique(key_hash(&entry.key), id, hasher);
         self.services[id as usize] = Some(entry);
+        id
     }
 
-    fn remove_service(&mut self, ns: &str, name: &str) {
-        let Some(id) = self.by_name.remove(owned_key(ns, name).as_ref()) else { return };
-        let Some(entry) = self.services[id as usize].take() else { return };
-        for ip in &entry.cluster_ips {
-            self.by_ip.remove(&(*ip, IpOwner::ClusterIp { service: id }));
-        }
-        for (i, ep) in entry.endpoints.iter().enumerate() {
-            self.by_ip.remove(&(ep.ip, IpOwner::Endpoint { service: id, endpoint: i as u32 }));
-        }
+    /// Takes the service named `key` out of the slab and the name index, with its id.
+    fn take_service(&mut self, key: &str) -> Option<(u32, ServiceEntry)> {
+        let services = &self.services;
+        let is_key = |id: &u32| services[*id as usize].as_ref().is_some_and(|s| &*s.key == key);
+        let (id, _) = self.by_name.find_entry(key_hash(key), is_key).ok()?.remove();
+        let entry = self.services[id as usize].take()?;
         self.free_ids.push(id);
-        self.release_ns(ns, |r| r.services -= 1);
+        self.release_ns(entry.namespace(), |r| r.services -= 1);
+        Some((id, entry))
     }
 
     fn insert_pod(&mut self, pod: v1::Pod, ips: Vec<IpAddr>) {
@@ -425,9 +545,9 @@ fn port_spec(p: &v1::Port) -> Result<PortSpec, InputError> {
     Ok(PortSpec { name: lower(&p.name), protocol, port: Some(port) })
 }
 
-fn ports_or_sentinel(ports: &[v1::Port]) -> Result<Vec<PortSpec>, InputError> {
+fn ports_or_sentinel(ports: &[v1::Port]) -> Result<Box<[PortSpec]>, InputError> {
     if ports.is_empty() {
-        return Ok(alloc::vec![PortSpec { name: Box::from(""), protocol: Protocol::Tcp, port: None }]);
+        return Ok(Box::new([PortSpec { name: Box::from(""), protocol: Protocol::Tcp, port: None }]));
     }
     ports.iter().map(port_spec).collect()
 }
@@ -467,37 +587,42 @@ fn build_service(svc: v1::Service, pod_names: bool) -> Result<ServiceEntry, Inpu
     let mut port_groups = Vec::with_capacity(svc.endpoint_groups.len());
     let mut endpoints = Vec::new();
     let mut text = String::new();
-    // A name too long to be a DNS name (over 64 KiB) is kept as absent.
-    let mut add_text = |s: &str| -> TextRef {
-        match (u32::try_from(text.len()), u16::try_from(s.len())) {
-            (Ok(start), Ok(len)) if len > 0 => {
+    // Appends `s` lowercased and returns its length; a name too long to be a DNS name (over
+    // 64 KiB) is kept as absent.
+    let add_text = |text: &mut String, s: &str| -> u16 {
+        match u16::try_from(s.len()) {
+            Ok(len) if u32::try_from(text.len() + s.len()).is_ok() => {
                 text.extend(s.chars().map(|c| c.to_ascii_lowercase()));
-                TextRef { start, len }
+                len
             }
-            _ => TextRef::default(),
+            _ => 0,
         }
     };
     for group in &svc.endpoint_groups {
-        let group_id = port_groups.len() as u32;
+        let group_id = u16::try_from(port_groups.len()).map_err(|_| InputError::TooManySlices)?;
         port_groups.push(ports_or_sentinel(&group.ports)?);
         for ep in &group.endpoints {
             let ip = ip_from_bytes(&ep.address).ok_or(InputError::BadAddress)?;
             if !(ep.ready || svc.publish_not_ready_addresses) {
                 continue;
             }
-            endpoints.push(EndpointEntry { ip, hostname: add_text(&ep.hostname), pod_name: add_text(&ep.pod_name), group: group_id });
+            let text_start = text.len() as u32;
+            let host_len = add_text(&mut text, &ep.hostname);
+            let pod_len = add_text(&mut text, &ep.pod_name);
+            endpoints.push(EndpointEntry { ip, text_start, host_len, pod_len, group: group_id });
         }
     }
+    let ns_len = u32::try_from(svc.namespace.len()).map_err(|_| InputError::MissingName)?;
     let mut entry = ServiceEntry {
-        namespace: svc.namespace.into_boxed_str(),
-        name: svc.name.into_boxed_str(),
+        key: owned_key(&svc.namespace, &svc.name),
+        ns_len,
         kind,
-        cluster_ips,
+        cluster_ips: cluster_ips.into_boxed_slice(),
         ports: ports_or_sentinel(&svc.ports)?,
-        external_name: external_target(&svc.external_name),
-        endpoints: { endpoints.shrink_to_fit(); endpoints },
-        port_groups,
-        by_label: Vec::new(),
+        external_name: external_target(&svc.external_name).map(Box::new),
+        endpoints: endpoints.into_boxed_slice(),
+        port_groups: port_groups.into_boxed_slice(),
+        by_label: Box::default(),
         text: text.into_boxed_str(),
     };
     entry.sort_labels(pod_names);

@@ -36,14 +36,14 @@ impl Lookup<'_> {
         ask(Some(zone.clone()), &[RecordType::NS]);
         if reverse {
             for ip in self.store.owned_ips() {
-                ask(reverse_name(*ip), &[RecordType::PTR]);
+                ask(reverse_name(ip), &[RecordType::PTR]);
             }
         } else {
             ask(child(zone, &[b"dns-version"]), &[RecordType::TXT]);
             ask(child(zone, &[b"ns", b"dns"]), ADDR);
             let pod_names = self.store.pod_names();
             for svc in self.store.services() {
-                let base = child(zone, &[svc.name.as_bytes(), svc.namespace.as_bytes(), b"svc"]);
+                let base = child(zone, &[svc.name().as_bytes(), svc.namespace().as_bytes(), b"svc"]);
                 if svc.kind == ServiceKind::ExternalName {
                     ask(base, &[RecordType::CNAME]);
                     continue;

@@ -125,3 +125,52 @@ fn names_for_the_name_server() {
     assert_eq!(ns.answers.len(), 1);
     assert_eq!(ns.additionals.len(), 1);
 }
+
+fn ptr_targets(r: &kdns_core::Resolver, name: &str) -> Vec<String> {
+    let m = ask(r, &query(name, RecordType::PTR));
+    m.answers.iter().filter_map(|r| match &r.data {
+        RData::PTR(p) => Some(p.0.to_string()),
+        _ => None,
+    }).collect()
+}
+
+#[test]
+fn reverse_names_follow_deltas_for_both_families() {
+    // One IPv4 address that is a cluster IP and, in another service, an endpoint; one IPv6
+    // endpoint shared by two headless services.
+    let mut r = resolver(Default::default(), vec![
+        cluster_ip("default", "web", "10.1.0.9"),
+        headless("default", "db", vec![endpoint("10.1.0.9", "db-0"), endpoint("fd00::9", "db-1")]),
+        headless("default", "cache", vec![endpoint("fd00::9", "cache-0")]),
+    ]);
+    let v4 = "9.0.1.10.in-addr.arpa.";
+    let v6 = "9.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.";
+    // A cluster IP names its service alone; an endpoint address names every endpoint with it.
+    assert_eq!(ptr_targets(&r, v4), ["web.default.svc.cluster.local."]);
+    // In snapshot order of their services.
+    assert_eq!(ptr_targets(&r, v6), ["db-1.db.default.svc.cluster.local.", "cache-0.cache.default.svc.cluster.local."]);
+    r.apply(v1::Delta {
+        serial: 8,
+        remove_services: vec![v1::ServiceKey { namespace: "default".into(), name: "web".into() }],
+        upsert_services: vec![headless("default", "cache", vec![endpoint("fd00::10", "cache-0")])],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(ptr_targets(&r, v4), ["db-0.db.default.svc.cluster.local."]);
+    assert_eq!(ptr_targets(&r, v6), ["db-1.db.default.svc.cluster.local."]);
+    let moved = "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.";
+    assert_eq!(ptr_targets(&r, moved), ["cache-0.cache.default.svc.cluster.local."]);
+}
+
+#[test]
+fn a_service_with_more_endpoint_groups_than_the_index_holds_is_rejected() {
+    let mut r = resolver(Default::default(), vec![cluster_ip("default", "web", "10.96.0.5")]);
+    let mut big = headless("default", "big", vec![endpoint("10.1.0.1", "")]);
+    let group = big.endpoint_groups[0].clone();
+    big.endpoint_groups = vec![group; 65_537];
+    let err = r.apply(v1::Delta { serial: 8, upsert_services: vec![big], ..Default::default() }).unwrap_err();
+    assert_eq!(err.code(), -11);
+    assert_eq!(r.serial(), 7);
+    assert_eq!(ask(&r, &query("big.default.svc.cluster.local.", RecordType::A)).response_code, ResponseCode::NXDomain);
+    assert_eq!(a_records(&ask(&r, &query("web.default.svc.cluster.local.", RecordType::A))), ["10.96.0.5"]);
+}
