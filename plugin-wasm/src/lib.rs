@@ -5,8 +5,9 @@
 //! it to a call, and gives it back with `kdns_free`. A response from `kdns_resolve` belongs to
 //! the module and stays valid until the next call into the module.
 //!
-//! `no_std` (with dlmalloc as the allocator) keeps std's formatting and panic machinery out of
-//! the module: a panic is a bug, and it becomes a trap the host survives.
+//! `no_std` (dlmalloc as the allocator, with a per-query arena in front of it: `arena.rs`)
+//! keeps std's formatting and panic machinery out of the module: a panic is a bug, and it
+//! becomes a trap the host survives.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
@@ -17,9 +18,11 @@ use core::cell::RefCell;
 
 use kdns_core::Resolver;
 
+mod arena;
+
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: arena::CallArena = arena::CallArena;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]
 #[panic_handler]
@@ -132,7 +135,9 @@ pub extern "C" fn kdns_resolve(ptr: i32, len: i32, max_udp: i32) -> i64 {
     let Some(query) = input(ptr, len) else { return 0 };
     let max_udp = u16::try_from(max_udp.max(0)).unwrap_or(u16::MAX);
     with_state(|s| {
-        let Some(response) = s.resolver.resolve(query, max_udp) else { return 0 };
+        // The previous response may live in the arena, which this call reuses.
+        s.response = Vec::new();
+        let Some(response) = arena::during_call(|| s.resolver.resolve(query, max_udp)) else { return 0 };
         s.response = response;
         ((s.response.as_ptr() as usize as i64) << 32) | s.response.len() as i64
     })
