@@ -14,7 +14,7 @@ fn main() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    for dir in ["crates/core/src", "crates/core/Cargo.toml", "crates/proto", "plugin-wasm", "Cargo.lock"] {
+    for dir in ["crates/core/src", "crates/core/Cargo.toml", "crates/proto", "plugin-wasm", "Cargo.lock", "Cargo.toml", ".cargo/config.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     // <target>/<profile>/build/kdns-host-*/out -> <target>/wasm-embed: a target directory of its
