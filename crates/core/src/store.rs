@@ -154,6 +154,11 @@ impl ServiceEntry {
 /// randomness, and the keys come from the cluster, not from queries.
 type NameMap<V> = hashbrown::HashMap<Box<str>, V, foldhash::fast::FixedState>;
 
+/// Whether a name-index entry (a service id) is the service named `key`.
+fn is_key<'a>(services: &'a [Option<ServiceEntry>], key: &'a str) -> impl Fn(&u32) -> bool + 'a {
+    move |id| services[*id as usize].as_ref().is_some_and(|s| &*s.key == key)
+}
+
 fn key_hash(key: &str) -> u64 {
     use core::hash::BuildHasher;
     foldhash::fast::FixedState::default().hash_one(key)
@@ -364,9 +369,7 @@ impl Store {
     }
 
     fn service_id(&self, key: &str) -> Option<u32> {
-        let services = &self.services;
-        let is_key = |id: &u32| services[*id as usize].as_ref().is_some_and(|s| &*s.key == key);
-        self.by_name.find(key_hash(key), is_key).copied()
+        self.by_name.find(key_hash(key), is_key(&self.services, key)).copied()
     }
 
     pub fn service_by_id(&self, id: u32) -> Option<&ServiceEntry> {
@@ -418,10 +421,10 @@ impl Store {
     }
 
     fn insert_service(&mut self, entry: ServiceEntry) {
-        if let Some((id, old)) = self.take_service(&entry.key) {
-            self.ips.remove(id, &old);
+        let (id, replaced) = self.place_service(entry);
+        if let Some((old_id, old)) = replaced {
+            self.ips.remove(old_id, &old);
         }
-        let id = self.place_service(entry);
         if let Some(entry) = &self.services[id as usize] {
             self.ips.add(id, entry);
         }
@@ -433,10 +436,10 @@ impl Store {
         }
     }
 
-    /// Puts `entry` in the slab and the name index (replacing a service of the same name),
-    /// leaving the IP index to the caller. Returns its id.
-    fn place_service(&mut self, entry: ServiceEntry) -> u32 {
-        self.take_service(&entry.key);
+    /// Puts `entry` in the slab and the name index, leaving the IP index to the caller. Returns
+    /// its id and the service of the same name it replaced, with that one's id.
+    fn place_service(&mut self, entry: ServiceEntry) -> (u32, Option<(u32, ServiceEntry)>) {
+        let replaced = self.take_service(&entry.key);
         let id = match self.free_ids.pop() {
             Some(id) => id,
             None => {
@@ -454,14 +457,12 @@ impl Store {
         let hasher = |id: &u32| services[*id as usize].as_ref().map_or(0, |s| key_hash(&s.key));
         self.by_name.insert_unique(key_hash(&entry.key), id, hasher);
         self.services[id as usize] = Some(entry);
-        id
+        (id, replaced)
     }
 
     /// Takes the service named `key` out of the slab and the name index, with its id.
     fn take_service(&mut self, key: &str) -> Option<(u32, ServiceEntry)> {
-        let services = &self.services;
-        let is_key = |id: &u32| services[*id as usize].as_ref().is_some_and(|s| &*s.key == key);
-        let (id, _) = self.by_name.find_entry(key_hash(key), is_key).ok()?.remove();
+        let (id, _) = self.by_name.find_entry(key_hash(key), is_key(&self.services, key)).ok()?.remove();
         let entry = self.services[id as usize].take()?;
         self.free_ids.push(id);
         self.release_ns(entry.namespace(), |r| r.services -= 1);
