@@ -183,45 +183,55 @@ struct IpIndex {
     v6: BTreeSet<([u8; 16], u32, u32)>,
 }
 
+/// One entry of the IP index, in the set its address family and owner put it in.
+enum IpEntry {
+    Cluster((IpAddr, u32)),
+    V4((u32, u32, u32)),
+    V6(([u8; 16], u32, u32)),
+}
+
+/// The IP index entries of service `id`: its cluster IPs, then its endpoints.
+fn ip_entries(id: u32, svc: &ServiceEntry) -> impl Iterator<Item = IpEntry> + '_ {
+    let cluster = svc.cluster_ips.iter().map(move |ip| IpEntry::Cluster((*ip, id)));
+    let endpoints = svc.endpoints.iter().enumerate().map(move |(i, ep)| match ep.ip {
+        IpAddr::V4(a) => IpEntry::V4((u32::from(a), id, i as u32)),
+        IpAddr::V6(a) => IpEntry::V6((a.octets(), id, i as u32)),
+    });
+    cluster.chain(endpoints)
+}
+
 impl IpIndex {
     /// Indexes all of `services` at once. A B-tree built from sorted input has full nodes;
     /// one built by inserting ascending addresses is left about half full.
     fn build(services: &[Option<ServiceEntry>]) -> IpIndex {
         let (mut cluster, mut v4, mut v6) = (Vec::new(), Vec::new(), Vec::new());
-        for (id, svc) in services.iter().enumerate() {
-            let Some(svc) = svc else { continue };
-            let id = id as u32;
-            cluster.extend(svc.cluster_ips.iter().map(|ip| (*ip, id)));
-            for (i, ep) in svc.endpoints.iter().enumerate() {
-                match ep.ip {
-                    IpAddr::V4(a) => v4.push((u32::from(a), id, i as u32)),
-                    IpAddr::V6(a) => v6.push((a.octets(), id, i as u32)),
-                }
+        let live = services.iter().enumerate().filter_map(|(id, svc)| Some((id as u32, svc.as_ref()?)));
+        for entry in live.flat_map(|(id, svc)| ip_entries(id, svc)) {
+            match entry {
+                IpEntry::Cluster(k) => cluster.push(k),
+                IpEntry::V4(k) => v4.push(k),
+                IpEntry::V6(k) => v6.push(k),
             }
         }
         IpIndex { cluster: cluster.into_iter().collect(), v4: v4.into_iter().collect(), v6: v6.into_iter().collect() }
     }
 
     fn add(&mut self, id: u32, svc: &ServiceEntry) {
-        for ip in &svc.cluster_ips {
-            self.cluster.insert((*ip, id));
-        }
-        for (i, ep) in svc.endpoints.iter().enumerate() {
-            match ep.ip {
-                IpAddr::V4(a) => self.v4.insert((u32::from(a), id, i as u32)),
-                IpAddr::V6(a) => self.v6.insert((a.octets(), id, i as u32)),
+        for entry in ip_entries(id, svc) {
+            match entry {
+                IpEntry::Cluster(k) => self.cluster.insert(k),
+                IpEntry::V4(k) => self.v4.insert(k),
+                IpEntry::V6(k) => self.v6.insert(k),
             };
         }
     }
 
     fn remove(&mut self, id: u32, svc: &ServiceEntry) {
-        for ip in &svc.cluster_ips {
-            self.cluster.remove(&(*ip, id));
-        }
-        for (i, ep) in svc.endpoints.iter().enumerate() {
-            match ep.ip {
-                IpAddr::V4(a) => self.v4.remove(&(u32::from(a), id, i as u32)),
-                IpAddr::V6(a) => self.v6.remove(&(a.octets(), id, i as u32)),
+        for entry in ip_entries(id, svc) {
+            match entry {
+                IpEntry::Cluster(k) => self.cluster.remove(&k),
+                IpEntry::V4(k) => self.v4.remove(&k),
+                IpEntry::V6(k) => self.v6.remove(&k),
             };
         }
     }
