@@ -191,7 +191,7 @@ fn upstream_forwarding_external_names_fallthrough_and_tcp_retry() {
     assert!(truncated.flags.contains(&"tc".to_string()), "{truncated:?}");
     let full = Observed::from_dig(&dig(server.udp, "big.web.svc.example.com.", "A", &["+noedns"])).unwrap();
     assert_eq!(full.answer.len(), 100);
-    assert!(server.logs().iter().any(|l| l.contains("upstream failed") && l.contains(&dead.to_string())));
+    assert!(server.logs().iter().any(|l| l.contains("upstream failing") && l.contains(&dead.to_string())));
 }
 
 fn deploy_dir() -> std::path::PathBuf {

@@ -157,9 +157,15 @@ pub struct ServeArgs {
     /// until the API server has been listed, so a restart while the API is down still answers.
     #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
     pub snapshot_file: Option<PathBuf>,
-    /// Address for DNS over UDP and TCP.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:53")]
-    pub listen: SocketAddr,
+    /// Address for DNS over UDP and TCP (repeatable). `[::]:PORT` serves IPv4 and IPv6 on
+    /// one socket per transport; given with `0.0.0.0:PORT` too, each takes its own family.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:53", action = clap::ArgAction::Append)]
+    pub listen: Vec<SocketAddr>,
+    /// On SIGTERM, keep answering this long with /ready saying 503 (CoreDNS health's
+    /// lameduck), so the Service stops sending queries before kdns stops answering them. A
+    /// second SIGTERM, or SIGINT, exits at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub lameduck: f64,
     /// Which engine answers: the core linked in, or the same core as WebAssembly (wasmtime).
     #[arg(long, value_enum, default_value = "native")]
     pub engine: EngineKind,
@@ -202,6 +208,14 @@ pub struct ServeArgs {
     /// REFUSED and an ExternalName answer is the CNAME alone.
     #[arg(long, num_args = 1.., value_name = "ADDR")]
     pub upstream: Vec<String>,
+    /// Most queries waiting on upstreams at once; more are answered REFUSED at once (CoreDNS
+    /// forward's max_concurrent), so a dead upstream cannot exhaust memory.
+    #[arg(long, value_name = "N", default_value_t = crate::upstream::DEFAULT_MAX_CONCURRENT, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize))]
+    pub upstream_max_concurrent: usize,
+    /// Longest time an upstream answer is cached (CoreDNS `cache TTL`; negative answers by
+    /// their SOA, every answer at least 5 s); 0 turns the cache off.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::upstream::DEFAULT_CACHE_TTL)]
+    pub upstream_cache_ttl: u32,
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +266,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !(args.sync_timeout.is_finite() && args.sync_timeout >= 0.0) {
         bail!("--sync-timeout {}: expected a number of seconds", args.sync_timeout);
     }
+    if !(args.lameduck.is_finite() && (0.0..=3600.0).contains(&args.lameduck)) {
+        bail!("--lameduck {}: expected 0 to 3600 seconds", args.lameduck);
+    }
     let started = Instant::now();
     let mut plugin_engine = None;
     let limits = WasmLimits { timeouts: !args.wasm_no_timeouts, ..WasmLimits::default() };
@@ -277,6 +294,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     // Whether the engine holds a cluster view; until then cluster names get SERVFAIL.
     let ready = Arc::new(AtomicBool::new(false));
+    // Set on SIGTERM: /ready says 503 while queries are still answered.
+    let draining = Arc::new(AtomicBool::new(false));
     let source = if args.manifests.is_empty() {
         let opts = KubeOptions {
             kubeconfig: args.kubeconfig.clone().map(|p| (p, None)).or(settings.kubeconfig.clone()),
@@ -304,42 +323,54 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let load_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3);
     let dns = DnsConfig {
-        listen: args.listen,
+        listen: args.listen.clone(),
         max_udp: args.max_udp_size,
         udp_workers: args.udp_workers,
         tcp_idle_timeout: Duration::from_secs(args.tcp_idle_timeout.max(1)),
         tcp_max_connections: args.tcp_max_connections,
     };
     crate::release_freed_memory();
+    let limits = crate::upstream::Limits { max_concurrent: args.upstream_max_concurrent, cache_ttl: args.upstream_cache_ttl, ..Default::default() };
+    let upstreams = (!upstreams.is_empty()).then(|| Arc::new(crate::upstream::Upstreams::new(upstreams, limits, metrics.forward.clone())));
     let handler = Arc::new(Handler {
         engine: engine.clone(),
         metrics: args.http_listen.map(|_| metrics.clone()),
-        server: format!("dns://{}", args.listen),
+        server: format!("dns://{}", args.listen[0]),
         zones: zone_labels,
         transfer_to: args.transfer_to.clone(),
-        upstreams: (!upstreams.is_empty()).then(|| Arc::new(crate::upstream::Upstreams::new(upstreams))),
-        fallthrough: settings.fallthrough.map(|zones| zones.iter().map(|z| format!("{}.", z.trim_end_matches('.'))).collect()),
+        upstreams: upstreams.clone(),
+        fallthrough: settings.fallthrough.clone().map(|zones| zones.iter().map(|z| format!("{}.", z.trim_end_matches('.'))).collect()),
         ready: ready.clone(),
     });
-    let bound = server::start(handler.clone(), &dns).await?;
+    let handler_for = |addr: SocketAddr| Arc::new(Handler { server: format!("dns://{addr}"), ..(*handler).clone() });
+    let bound = server::start(handler_for, &dns).await?;
+    if let Some(upstreams) = upstreams {
+        // Sent once the sockets are up, so that a looping upstream's copy reaches kdns.
+        tokio::spawn(async move { upstreams.probe_for_loop().await });
+    }
     let grpc = match args.grpc_listen {
         Some(addr) => server::grpc::start(addr, handler, feed).await?.to_string(),
         None => "off".into(),
     };
     let http = match args.http_listen {
         Some(addr) => {
-            let ops = crate::http::Ops { metrics: metrics.clone(), engine: engine.clone(), ready: ready.clone() };
+            let ops = crate::http::Ops { metrics: metrics.clone(), engine: engine.clone(), ready: ready.clone(), draining: draining.clone() };
             Some(crate::http::start(addr, ops).await?)
         }
         None => None,
     };
     let http = http.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
     let counts = metrics.counts();
-    tracing::info!(udp = %bound.udp, tcp = %bound.tcp, %grpc, %http, engine = engine.kind(), %load_ms, %counts, "kdns serving");
+    let also: Vec<String> = bound[1..].iter().map(|b| b.udp.to_string()).collect();
+    let also = if also.is_empty() { String::new() } else { format!(" also={}", also.join(",")) };
+    let (udp, tcp) = (bound[0].udp, bound[0].tcp);
+    tracing::info!(%udp, %tcp, %grpc, %http, engine = engine.kind(), %load_ms, %counts, "kdns serving{also}");
     if let Some((file, wasm)) = plugin_engine {
         tokio::spawn(watch_plugin(file, wasm));
     }
-    match source {
+    let reload = Reload { args: args.engine_args.clone(), running: std::sync::Mutex::new(settings), engine: engine.clone() };
+    let mut signals = Signals::new()?;
+    let stop = match source {
         Source::Manifests(source, digest) => {
             let watcher = tokio::spawn(watch::watch(source, engine, digest, metrics));
             tokio::select! {
@@ -347,15 +378,134 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     Ok(Err(e)) => return Err(e.context("cannot watch the manifest files")),
                     _ => bail!("manifest watcher stopped"),
                 },
-                _ = shutdown_signal() => tracing::info!("shutting down"),
+                stop = signals.until_stop(&reload) => stop,
             }
         }
-        Source::Kube => {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
+        Source::Kube => signals.until_stop(&reload).await,
+    };
+    if stop == Stop::Drain && args.lameduck > 0.0 {
+        draining.store(true, Ordering::Relaxed);
+        tracing::info!(lameduck_s = args.lameduck, "SIGTERM: lameduck, still answering while /ready says 503; exiting after it (again SIGTERM or SIGINT to exit now)");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(args.lameduck)) => {}
+            _ = signals.until_stop(&reload) => tracing::info!("second signal: not waiting for the lameduck period"),
         }
     }
+    tracing::info!("shutting down");
     Ok(())
+}
+
+/// How the process was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM: the orchestrator's stop, served through the lameduck period first.
+    Drain,
+    /// SIGINT (Ctrl-C): at once.
+    Now,
+}
+
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    usr1: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Taking SIGHUP, SIGUSR1 and SIGUSR2 here also keeps their default action (ending the
+    /// process without a word) from taking cluster DNS down.
+    fn new() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+                hup: signal(SignalKind::hangup()).context("SIGHUP handler")?,
+                usr1: signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?,
+                usr2: signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Serves SIGHUP (reload `--config`) and ignores SIGUSR1/2 until SIGTERM or SIGINT.
+    async fn until_stop(&mut self, reload: &Reload) -> Stop {
+        #[cfg(unix)]
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Stop::Now,
+                _ = self.term.recv() => return Stop::Drain,
+                _ = self.hup.recv() => reload.run(),
+                _ = self.usr1.recv() => tracing::info!("SIGUSR1 ignored (SIGHUP reloads --config, SIGTERM stops)"),
+                _ = self.usr2.recv() => tracing::info!("SIGUSR2 ignored (SIGHUP reloads --config, SIGTERM stops)"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (reload, tokio::signal::ctrl_c().await);
+            Stop::Now
+        }
+    }
+}
+
+/// SIGHUP: `--config` read again and its settings applied to the engine, the cluster view kept.
+/// What only a restart can change (zones, pod mode, fallthrough, kubeconfig) is refused with
+/// the running settings kept, never half applied.
+struct Reload {
+    args: EngineArgs,
+    running: std::sync::Mutex<Settings>,
+    engine: Arc<dyn Engine>,
+}
+
+impl Reload {
+    fn run(&self) {
+        let Some(file) = &self.args.config else {
+            tracing::info!("SIGHUP: no --config to reload");
+            return;
+        };
+        let next = match self.args.settings() {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(config = %file.display(), error = %format!("{e:#}"), "SIGHUP: config not reloaded; the running settings stay");
+                return;
+            }
+        };
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let (old, new) = (&running.config, &next.config);
+        let mut fixed = Vec::new();
+        if old.zones != new.zones || old.reverse_zones != new.reverse_zones {
+            fixed.push("zones");
+        }
+        if old.pod_mode != new.pod_mode {
+            fixed.push("pods");
+        }
+        if running.fallthrough != next.fallthrough {
+            fixed.push("fallthrough");
+        }
+        if running.kubeconfig != next.kubeconfig {
+            fixed.push("kubeconfig");
+        }
+        if !fixed.is_empty() {
+            tracing::error!(config = %file.display(), changed = %fixed.join(","), "SIGHUP: config not reloaded: these take a restart; the running settings stay");
+            return;
+        }
+        if old == new {
+            tracing::info!(config = %file.display(), "SIGHUP: config unchanged");
+            return;
+        }
+        match self.engine.configure(new.clone()) {
+            Ok(()) => {
+                tracing::info!(config = %file.display(), ttl = new.ttl.unwrap_or(kdns_core::config::DEFAULT_TTL), "SIGHUP: config reloaded");
+                *running = next;
+            }
+            Err(e) => tracing::error!(config = %file.display(), error = %format!("{e:#}"), "SIGHUP: the engine rejected the config; the running settings stay"),
+        }
+    }
 }
 
 enum Source {
@@ -401,20 +551,6 @@ async fn watch_plugin(file: PathBuf, engine: Arc<WasmEngine>) {
     if let Err(e) = result {
         tracing::error!(error = %format!("{e:#}"), "cannot watch the --plugin file; changes to it will not be picked up");
     }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `--manifests a.yaml dir/ NAME TYPE`: the values that are not existing paths (after the first)

@@ -20,6 +20,8 @@ pub struct Ops {
     pub metrics: Arc<Metrics>,
     pub engine: Arc<dyn Engine>,
     pub ready: Arc<AtomicBool>,
+    /// Shutting down (lameduck): not ready, so the Service stops sending queries here.
+    pub draining: Arc<AtomicBool>,
 }
 
 pub async fn start(addr: SocketAddr, ops: Ops) -> anyhow::Result<SocketAddr> {
@@ -39,7 +41,13 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
-    if ops.ready.load(Ordering::Relaxed) { (StatusCode::OK, "OK") } else { (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first cluster view") }
+    if ops.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if ops.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "OK")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first cluster view")
+    }
 }
 
 async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub watch_restarts: Counter,
     pub wasm_traps: Family<EngineLabels, Gauge>,
     pub wasm_rebuilds: Family<EngineLabels, Gauge>,
+    /// Handed to the upstreams, which count into them.
+    pub forward: crate::upstream::Counters,
 }
 
 fn size_buckets() -> Histogram {
@@ -93,7 +95,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("kdns");
         let requests = Family::<RequestLabels, Counter>::default();
         let responses = Family::<ResponseLabels, Counter>::default();
-        let duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.00000025, 2.0, 20)));
+        // CoreDNS's time buckets (plugin.TimeBuckets): 0.25 ms doubling to 8.192 s, so that the
+        // usual "slower than 4 s" alerts can fire.
+        let duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.00025, 2.0, 16)));
         let request_size = Family::<SizeLabels, Histogram>::new_with_constructor(size_buckets);
         let response_size = Family::<SizeLabels, Histogram>::new_with_constructor(size_buckets);
         registry.register("dns_requests", "Counter of DNS requests made per zone, protocol, family and type.", requests.clone());
@@ -118,7 +122,16 @@ impl Metrics {
         registry.register("watch_restarts", "Restarts of the cluster watch.", watch_restarts.clone());
         registry.register("wasm_traps", "Wasm calls that trapped or timed out (answered SERVFAIL).", wasm_traps.clone());
         registry.register("wasm_rebuilds", "Wasm instances rebuilt after a trap.", wasm_rebuilds.clone());
+        let forward = crate::upstream::Counters::default();
+        registry.register("forward_requests", "Queries sent to upstream resolvers (each try).", forward.requests.clone());
+        registry.register("forward_max_concurrent_rejects", "Queries refused because the most queries allowed were already waiting on upstreams.", forward.rejects.clone());
+        registry.register("forward_coalesced", "Queries that waited for the answer to the same question already sent upstream.", forward.coalesced.clone());
+        registry.register("forward_loop_detected", "1 once a forwarding loop was detected (forwarding is then off).", forward.loop_detected.clone());
+        registry.register("cache_hits", "Upstream answers served from the cache.", forward.cache_hits.clone());
+        registry.register("cache_misses", "Upstream questions not in the cache.", forward.cache_misses.clone());
+        registry.register("cache_entries", "Upstream answers in the cache.", forward.cache_entries.clone());
         Metrics {
+            forward,
             registry,
             requests,
             responses,

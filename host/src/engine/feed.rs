@@ -19,13 +19,14 @@ use super::Engine;
 const BACKLOG: usize = 4096;
 
 pub struct Feed {
-    config: Bytes,
     state: Mutex<FeedState>,
     live: tokio::sync::broadcast::Sender<Kind>,
 }
 
 #[derive(Default)]
 struct FeedState {
+    /// The settings every watcher starts with.
+    config: Bytes,
     /// The last snapshot, once there is one.
     snapshot: Option<Bytes>,
     /// Deltas applied since, in order.
@@ -41,19 +42,26 @@ pub struct Subscription {
 
 impl Feed {
     pub fn new(config: &v1::Config) -> Arc<Feed> {
-        Arc::new(Feed { config: config.encode_to_vec().into(), state: Mutex::new(FeedState::default()), live: tokio::sync::broadcast::channel(BACKLOG).0 })
+        let state = FeedState { config: config.encode_to_vec().into(), ..Default::default() };
+        Arc::new(Feed { state: Mutex::new(state), live: tokio::sync::broadcast::channel(BACKLOG).0 })
     }
 
     pub fn subscribe(&self) -> Subscription {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // Subscribed under the lock: nothing published falls between the backlog and `live`.
         let live = self.live.subscribe();
-        let mut backlog = vec![Kind::Config(self.config.clone())];
+        let mut backlog = vec![Kind::Config(state.config.clone())];
         if let Some(s) = &state.snapshot {
             backlog.push(Kind::Snapshot(s.clone()));
             backlog.extend(state.deltas.iter().cloned().map(Kind::Delta));
         }
         Subscription { backlog, live }
+    }
+
+    fn configured(&self, config: Bytes) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.config = config.clone();
+        let _ = self.live.send(Kind::Config(config));
     }
 
     fn loaded(&self, snapshot: Bytes) {
@@ -106,6 +114,13 @@ impl Engine for Fed {
         let bytes: Bytes = delta.encode_to_vec().into();
         self.inner.apply(delta)?;
         self.feed.applied(bytes);
+        Ok(())
+    }
+
+    fn configure(&self, config: v1::Config) -> anyhow::Result<()> {
+        let bytes: Bytes = config.encode_to_vec().into();
+        self.inner.configure(config)?;
+        self.feed.configured(bytes);
         Ok(())
     }
 

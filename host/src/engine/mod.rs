@@ -19,6 +19,8 @@ pub trait Engine: Send + Sync + 'static {
     fn load(&self, snapshot: v1::Snapshot) -> anyhow::Result<()>;
     /// Applies a change. On error the previous view keeps serving.
     fn apply(&self, delta: v1::Delta) -> anyhow::Result<()>;
+    /// Replaces the settings, keeping the cluster view (SIGHUP). On error the old ones stay.
+    fn configure(&self, config: v1::Config) -> anyhow::Result<()>;
     /// Answers a query; `max_udp` is the UDP response limit or 0 over TCP. `None` means
     /// "send nothing" (the input is not a query).
     fn resolve(&self, query: &[u8], max_udp: u16) -> Option<Vec<u8>>;
@@ -38,13 +40,19 @@ pub trait Engine: Send + Sync + 'static {
 /// A SERVFAIL answer to `query` (its ID, opcode, RD and question echoed), for when an engine
 /// could not answer; `None` when the input is not a query, so nothing is sent.
 pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
+    error_reply(query, ResponseCode::ServFail)
+}
+
+/// An answer to `query` with no records and `rcode` (its ID, opcode, RD and question echoed);
+/// `None` when the input is not a query.
+pub fn error_reply(query: &[u8], rcode: ResponseCode) -> Option<Vec<u8>> {
     if query.len() < 12 || query[2] & 0x80 != 0 {
         return None;
     }
     if let Ok(request) = Message::from_vec(query) {
         let mut m = Message::new(request.id, MessageType::Response, request.op_code);
         m.metadata.recursion_desired = request.recursion_desired;
-        m.metadata.response_code = ResponseCode::ServFail;
+        m.metadata.response_code = rcode;
         if request.queries.len() == 1 {
             m.queries = request.queries;
         }
@@ -54,7 +62,7 @@ pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     }
     let mut header = query[..12].to_vec();
     header[2] = 0x80 | (query[2] & 0x79);
-    header[3] = ResponseCode::ServFail.low();
+    header[3] = rcode.low();
     header[4..].fill(0);
     Some(header)
 }

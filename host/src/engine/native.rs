@@ -54,6 +54,11 @@ impl Engine for NativeEngine {
         self.write().apply(delta).context("delta rejected")
     }
 
+    fn configure(&self, config: v1::Config) -> anyhow::Result<()> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.write().configure(config).context("config rejected")
+    }
+
     fn resolve(&self, query: &[u8], max_udp: u16) -> Option<Vec<u8>> {
         self.read().resolve(query, max_udp)
     }

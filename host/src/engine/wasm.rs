@@ -366,6 +366,18 @@ impl Engine for WasmEngine {
         result
     }
 
+    fn configure(&self, config: v1::Config) -> anyhow::Result<()> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = config.encode_to_vec();
+        // As in load: an instance rebuilt meanwhile starts from the new settings.
+        let previous = std::mem::replace(&mut self.recovery.lock().unwrap_or_else(|e| e.into_inner()).config, bytes.clone());
+        let result = self.broadcast(Input::Configure, &bytes);
+        if result.is_err() {
+            self.recovery.lock().unwrap_or_else(|e| e.into_inner()).config = previous;
+        }
+        result
+    }
+
     fn resolve(&self, query: &[u8], max_udp: u16) -> Option<Vec<u8>> {
         let n = self.slots.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;

@@ -10,6 +10,7 @@ use hickory_proto::rr::RecordType;
 
 use crate::engine::Engine;
 use crate::metrics::{DurationLabels, Metrics, RequestLabels, ResponseLabels, SizeLabels, TypeLabel};
+use crate::upstream::Failure;
 
 /// An allowed network for zone transfers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,7 @@ enum JobKind {
     Chase,
 }
 
+#[derive(Clone)]
 pub struct Handler {
     pub engine: Arc<dyn Engine>,
     pub metrics: Option<Arc<Metrics>>,
@@ -119,7 +121,9 @@ impl Handler {
         } else {
             match self.engine.resolve(query, max_udp) {
                 Some(r) => match (&self.upstreams, &question) {
-                    (Some(_), Some((qname, qtype))) => match self.upstream_job(qname, *qtype, &r) {
+                    (Some(upstreams), Some((qname, qtype))) => match self.upstream_job(qname, *qtype, &r) {
+                        // Our own loop probe, come back: answered here, never sent on again.
+                        Some(JobKind::Forward) if upstreams.is_probe(qname) => crate::engine::servfail(query).map_or(Reply::None, Reply::One),
                         Some(kind) => {
                             let max_size = if max_udp == 0 { 65535 } else { usize::from(max_udp) };
                             return Reply::Upstream(Job { kind, query: query.to_vec(), question, fallback: r, max_size, proto, peer, started });
@@ -167,7 +171,9 @@ impl Handler {
                 Ok(a) if a.len() <= job.max_size => a,
                 // Too big for the client's UDP buffer: tell it to come back over TCP.
                 Ok(_) => truncated(&job.query).unwrap_or(job.fallback),
-                Err(_) => crate::engine::servfail(&job.query).unwrap_or(job.fallback),
+                // As CoreDNS's forward answers past its max_concurrent.
+                Err(Failure::Busy) => crate::engine::error_reply(&job.query, ResponseCode::Refused).unwrap_or(job.fallback),
+                Err(Failure::Loop | Failure::Failed(_)) => crate::engine::servfail(&job.query).unwrap_or(job.fallback),
             },
             JobKind::Chase => {
                 let in_zones = |n: &hickory_proto::rr::Name| self.zone_of(&n.to_lowercase().to_ascii()).is_some();

@@ -12,10 +12,11 @@ use super::{Handler, Reply};
 /// The largest datagram read; bigger ones are cut and then fail to parse (FORMERR).
 const RECV_BUFFER: usize = 65535;
 
-fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+fn bind(addr: SocketAddr, only_v6: bool) -> anyhow::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
+        // Set either way: the system default (net.ipv6.bindv6only) is not ours to rely on.
+        socket.set_only_v6(only_v6)?;
     }
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
@@ -24,12 +25,12 @@ fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
 }
 
 /// Binds `workers` sockets on `addr` (SO_REUSEPORT); the first one's address is the bound one.
-pub fn bind_all(addr: SocketAddr, workers: usize) -> anyhow::Result<Vec<UdpSocket>> {
-    let first = bind(addr).with_context(|| format!("cannot listen on udp {addr}"))?;
+pub fn bind_all(addr: SocketAddr, only_v6: bool, workers: usize) -> anyhow::Result<Vec<UdpSocket>> {
+    let first = bind(addr, only_v6).with_context(|| format!("cannot listen on udp {addr}"))?;
     let bound = first.local_addr()?;
     let mut sockets = vec![first];
     for _ in 1..workers.max(1) {
-        sockets.push(bind(bound).with_context(|| format!("cannot listen on udp {bound}"))?);
+        sockets.push(bind(bound, only_v6).with_context(|| format!("cannot listen on udp {bound}"))?);
     }
     Ok(sockets)
 }
