@@ -1,5 +1,6 @@
 //! Operations features through the binary: health, readiness and metrics over HTTP, zone
-//! transfers to allowed clients only.
+//! transfers to allowed clients only; deploy/ checked against the Kubernetes schema, against
+//! what a cutover from CoreDNS needs, and the image's file capability on the real binary.
 
 use std::process::Command;
 
@@ -198,9 +199,26 @@ fn deploy_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
+/// The Kubernetes manifests in deploy/: every `*.yaml` there but `kind.yaml` (a kind cluster
+/// config, not an API object). `examples/` is the example cluster `kdns serve --manifests`
+/// reads, not something to apply.
+fn deploy_manifests() -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(deploy_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml") && p.file_name().unwrap() != "kind.yaml")
+        .collect();
+    files.sort();
+    files
+}
+
 #[test]
 fn deploy_manifests_validate_against_the_kubernetes_schema() {
-    let files: Vec<_> = ["kdns.yaml", "rbac.yaml", "coredns-grpc.yaml"].iter().map(|f| deploy_dir().join(f)).collect();
+    let files = deploy_manifests();
+    let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for expected in ["coredns-grpc.yaml", "kdns.yaml", "kube-dns-service.yaml", "rbac.yaml"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} not among {names:?}");
+    }
     let run = |files: &[std::path::PathBuf]| {
         Command::new("kubernetes-validate").args(["--strict", "--quiet", "-k", "1.33.0"]).args(files).output().expect("kubernetes-validate runs (tests/setup installs it)")
     };
@@ -209,7 +227,7 @@ fn deploy_manifests_validate_against_the_kubernetes_schema() {
     // The check can fail: an unknown field is rejected.
     let dir = kdns_tests::server::TempDir::new("deploy");
     let bad = dir.path("bad.yaml");
-    std::fs::write(&bad, std::fs::read_to_string(&files[0]).unwrap().replace("replicas: 2", "replicas: 2\n  replicaz: 2")).unwrap();
+    std::fs::write(&bad, std::fs::read_to_string(deploy_dir().join("kdns.yaml")).unwrap().replace("replicas: 2", "replicas: 2\n  replicaz: 2")).unwrap();
     assert!(!run(&[bad]).status.success());
 }
 
@@ -252,4 +270,284 @@ fn the_deployed_corefile_is_accepted_by_kdns() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let seen = Observed::from_dig(&String::from_utf8_lossy(&out.stdout)).unwrap();
     assert_eq!(seen.answer, ["10-1-2-3.shop.pod.cluster.local. 30 A 10.1.2.3"]);
+}
+
+/// The objects of deploy/*.yaml, each with the file it is in.
+fn deploy_objects() -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for file in deploy_manifests() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for object in kdns_tests::apiserver::parse_manifests(&std::fs::read_to_string(&file).unwrap()) {
+            out.push((name.clone(), object));
+        }
+    }
+    out
+}
+
+/// Whether a `matchLabels`/Service selector selects `labels`.
+fn selects(selector: &serde_json::Value, labels: &serde_json::Value) -> bool {
+    let selector = selector.as_object().expect("a selector map");
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The value of `--NAME=VALUE` or `--NAME VALUE` in a container's args.
+fn flag(args: &[String], name: &str) -> Option<String> {
+    let long = format!("--{name}");
+    args.iter().enumerate().find_map(|(i, a)| {
+        if *a == long {
+            args.get(i + 1).cloned()
+        } else {
+            a.strip_prefix(&format!("{long}=")).map(str::to_string)
+        }
+    })
+}
+
+/// The number of the container port a probe's or Service's port (number or name) refers to,
+/// for that protocol.
+fn container_port(container: &serde_json::Value, port: &serde_json::Value, protocol: &str) -> Option<u64> {
+    let ports = container["ports"].as_array()?;
+    let found = ports.iter().find(|p| (p["containerPort"] == *port || p["name"] == *port) && p["protocol"].as_str().unwrap_or("TCP") == protocol);
+    found.map(|p| p["containerPort"].as_u64().unwrap())
+}
+
+/// What taking over from CoreDNS needs of deploy/, read from the files: the existing kube-dns
+/// Service (kubeadm's: `k8s-app: kube-dns`, 53/UDP, 53/TCP, 9153/TCP), NodeLocal DNSCache and
+/// DNS NetworkPolicies select the pods by `k8s-app: kube-dns`; kube-prometheus scrapes the
+/// `metrics` port, 9153. kube-dns-service.yaml, for clusters without that Service, must look
+/// the same, and nothing else in deploy/ may define a kube-dns Service (applied over kubeadm's,
+/// client-side apply merges its ports on `port` and loses 53/UDP).
+#[test]
+fn deploy_manifests_carry_what_a_cutover_from_coredns_needs() {
+    let objects = deploy_objects();
+    let find = |file: &str, kind: &str, name: &str| {
+        objects.iter().find(|(f, o)| f == file && o["kind"] == kind && o["metadata"]["name"] == name).map(|(_, o)| o.clone()).unwrap_or_else(|| panic!("{kind} {name} in {file}"))
+    };
+    let deployment = find("kdns.yaml", "Deployment", "kdns");
+    let pod = &deployment["spec"]["template"];
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(labels["k8s-app"], "kube-dns", "kdns pods carry CoreDNS's label: {labels}");
+    assert_eq!(labels["app.kubernetes.io/name"], "kdns", "and one that tells them from CoreDNS's: {labels}");
+    // CoreDNS's pods (kubeadm's Deployment) are labelled `k8s-app: kube-dns` and nothing kdns's
+    // controllers select may take them in: not the Deployment, not the PDB, not the
+    // anti-affinity (a required rule matching CoreDNS pods would keep kdns off their nodes).
+    let coredns_pod = serde_json::json!({"k8s-app": "kube-dns", "pod-template-hash": "674b8bbfcf"});
+    let pdb = find("kdns.yaml", "PodDisruptionBudget", "kdns");
+    let anti = &pod["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    let mut selectors = vec![("the Deployment", deployment["spec"]["selector"]["matchLabels"].clone()), ("the PDB", pdb["spec"]["selector"]["matchLabels"].clone())];
+    selectors.extend(anti.as_array().expect("required anti-affinity").iter().map(|t| ("the anti-affinity", t["labelSelector"]["matchLabels"].clone())));
+    for (what, selector) in &selectors {
+        assert!(selects(selector, labels), "{what} selects kdns pods: {selector} vs {labels}");
+        assert!(!selects(selector, &coredns_pod), "{what} must not select CoreDNS pods: {selector}");
+    }
+
+    // The Service: only in kube-dns-service.yaml, alone there.
+    let services: Vec<_> = objects.iter().filter(|(_, o)| o["kind"] == "Service" && o["metadata"]["name"] == "kube-dns").map(|(f, _)| f.as_str()).collect();
+    assert_eq!(services, ["kube-dns-service.yaml"], "files defining a kube-dns Service");
+    assert_eq!(objects.iter().filter(|(f, _)| f == "kube-dns-service.yaml").count(), 1, "kube-dns-service.yaml holds the Service only");
+    let service = find("kube-dns-service.yaml", "Service", "kube-dns");
+    assert_eq!(service["metadata"]["namespace"], "kube-system");
+    assert!(selects(&service["spec"]["selector"], labels), "the Service selects kdns pods");
+    assert!(selects(&service["spec"]["selector"], &coredns_pod), "and CoreDNS's, as kubeadm's does");
+    assert_eq!(service["metadata"]["labels"]["k8s-app"], "kube-dns", "kube-prometheus finds the Service by k8s-app: kube-dns");
+
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(pod["spec"]["containers"].as_array().unwrap().len(), 1);
+    let ports: Vec<_> = service["spec"]["ports"].as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap(), p["port"].as_u64().unwrap(), p["protocol"].as_str().unwrap())).collect();
+    assert_eq!(ports, [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("metrics", 9153, "TCP")]);
+    for port in service["spec"]["ports"].as_array().unwrap() {
+        let target = if port["targetPort"].is_null() { &port["port"] } else { &port["targetPort"] };
+        let number = container_port(container, target, port["protocol"].as_str().unwrap()).unwrap_or_else(|| panic!("Service port {port} targets no container port"));
+        assert_eq!(number, port["port"].as_u64().unwrap(), "{port}: kubeadm's Service targets the same port number, so kdns must listen there");
+    }
+    assert_eq!(service["metadata"]["annotations"]["prometheus.io/scrape"], "true");
+    assert_eq!(service["metadata"]["annotations"]["prometheus.io/port"], "9153");
+
+    // The container's names for those ports, and what kdns is told to listen on.
+    let named: Vec<_> = container["ports"].as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_u64().unwrap(), p["protocol"].as_str().unwrap())).collect();
+    assert_eq!(named, [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("metrics", 9153, "TCP")]);
+    let args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
+    let listen: std::net::SocketAddr = flag(&args, "listen").expect("--listen").parse().unwrap();
+    assert_eq!(listen, "[::]:53".parse().unwrap(), "IPv4, IPv6-primary and dual-stack clusters");
+    let http: std::net::SocketAddr = flag(&args, "http-listen").expect("--http-listen").parse().unwrap();
+    assert_eq!(http.port(), 9153, "--http-listen serves the metrics port");
+
+    // Every kdns container in deploy/ (kdns.yaml and coredns-grpc.yaml): probes on the port
+    // --http-listen serves, NET_BIND_SERVICE allowed (the binary's file capability makes exec
+    // fail without it, whatever the port), non-root; and only kdns.yaml's pods are behind
+    // kube-dns (kdns-grpc listens on no port 53).
+    let kdns_pods: Vec<_> = objects.iter().filter(|(_, o)| o["kind"] == "Deployment" && o["spec"]["template"]["spec"]["containers"][0]["image"].as_str().is_some_and(|i| i.starts_with("kdns"))).collect();
+    assert_eq!(kdns_pods.len(), 2, "kdns in kdns.yaml and coredns-grpc.yaml");
+    for (file, deployment) in kdns_pods {
+        let pod = &deployment["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
+        let http: std::net::SocketAddr = flag(&args, "http-listen").unwrap_or_else(|| panic!("{file}: --http-listen")).parse().unwrap();
+        assert_eq!(container_port(container, &"metrics".into(), "TCP"), Some(u64::from(http.port())), "{file}: the metrics port is --http-listen's");
+        for (probe, path) in [("livenessProbe", "/health"), ("readinessProbe", "/ready")] {
+            let get = &container[probe]["httpGet"];
+            assert_eq!(get["path"], path, "{file} {probe}");
+            let port = container_port(container, &get["port"], "TCP").unwrap_or_else(|| panic!("{file} {probe}: port {} is no container port", get["port"]));
+            assert_eq!(port, u64::from(http.port()), "{file} {probe}: kdns serves {path} on --http-listen");
+        }
+        let caps = &container["securityContext"]["capabilities"];
+        assert_eq!(caps["drop"], serde_json::json!(["ALL"]), "{file}");
+        assert_eq!(caps["add"], serde_json::json!(["NET_BIND_SERVICE"]), "{file}");
+        assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false, "{file}");
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true, "{file}");
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{file}");
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{file}");
+        assert_eq!(pod["priorityClassName"], "system-cluster-critical", "{file}");
+        let behind_kube_dns = selects(&service["spec"]["selector"], &deployment["spec"]["template"]["metadata"]["labels"]);
+        assert_eq!(behind_kube_dns, file == "kdns.yaml", "{file}: behind the kube-dns Service");
+    }
+
+    // The image: the file capability, uid 65532, the same ports as the manifests.
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
+    let lines: Vec<&str> = dockerfile.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+    assert!(lines.iter().any(|l| l.starts_with("RUN setcap cap_net_bind_service=+ep /kdns")), "{dockerfile}");
+    assert!(lines.contains(&"COPY --from=build /kdns /usr/local/bin/kdns"), "the final image takes the setcap'd binary");
+    assert!(lines.contains(&"USER 65532:65532"));
+    assert!(lines.contains(&"EXPOSE 53/udp 53/tcp 9153/tcp"));
+    assert!(lines.contains(&r#"CMD ["serve", "--listen=[::]:53", "--http-listen=[::]:9153"]"#));
+}
+
+/// A command found on PATH or in the sbin directories (setcap is in /usr/sbin).
+fn find_tool(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':').chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"]).map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+/// What `kdns serve` did when started under `setpriv`.
+enum Run {
+    Exited(std::process::ExitStatus, String),
+    Serving(std::process::Child),
+}
+
+/// Runs `setpriv --reuid=65532 --regid=65532 --clear-groups EXTRA... BIN serve --manifests
+/// examples --listen ADDR` and waits until it serves or exits.
+fn serve_as_65532(setpriv: &std::path::Path, extra: &[&str], bin: &std::path::Path, addr: std::net::SocketAddr, cwd: &std::path::Path) -> Run {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(setpriv)
+        .args(["--reuid=65532", "--regid=65532", "--clear-groups"])
+        .args(extra)
+        .arg(bin)
+        .args(["serve", "--manifests", &examples(), "--listen", &addr.to_string()])
+        .current_dir(cwd)
+        .env("KDNS_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv starts");
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            reader.join().unwrap();
+            return Run::Exited(status, log.lock().unwrap().clone());
+        }
+        if log.lock().unwrap().contains("kdns serving") {
+            return Run::Serving(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kdns neither served nor exited:\n{}", log.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The image's `RUN setcap cap_net_bind_service=+ep` on the real binary: as uid 65532, kdns
+/// cannot bind port 53 (the error names the address); with the file capability it serves there
+/// and answers, also inside the capability bounds of deploy/'s pods (bounding set
+/// NET_BIND_SERVICE alone, no_new_privs: `drop: [ALL]`, `add: [NET_BIND_SERVICE]`,
+/// `allowPrivilegeEscalation: false`); and where NET_BIND_SERVICE is outside the bounding set
+/// (`drop: [ALL]` alone) the kernel refuses to run the binary at all, which is why every kdns
+/// container in deploy/ adds it.
+#[test]
+fn the_file_capability_lets_uid_65532_bind_port_53() {
+    use std::os::unix::fs::PermissionsExt;
+    let uid = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    if uid != "0" {
+        println!("the_file_capability_lets_uid_65532_bind_port_53: skipped: needs root to switch to uid 65532 and set a file capability (running as uid {uid})");
+        return;
+    }
+    let (Some(setpriv), Some(setcap)) = (find_tool("setpriv"), find_tool("setcap")) else {
+        println!("the_file_capability_lets_uid_65532_bind_port_53: skipped: needs setpriv (util-linux) and setcap (libcap2-bin; tests/setup installs it)");
+        return;
+    };
+    let unprivileged_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").ok().and_then(|s| s.trim().parse::<u16>().ok()).unwrap_or(1024);
+    if unprivileged_start <= 53 {
+        println!("the_file_capability_lets_uid_65532_bind_port_53: skipped: net.ipv4.ip_unprivileged_port_start is {unprivileged_start}, so any user may bind port 53 here");
+        return;
+    }
+
+    // A copy uid 65532 can execute (the build's target/ may not be reachable for it), on a
+    // loopback address of its own so no other server's port 53 is in the way.
+    let dir = kdns_tests::server::TempDir::new("setcap");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path("kdns");
+    std::fs::copy(kdns_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pid = std::process::id();
+    let addr: std::net::SocketAddr = format!("127.53.{}.{}:53", (pid >> 8) & 0xff, 1 + pid % 254).parse().unwrap();
+
+    // Without the capability: EACCES, and the error says on what.
+    match serve_as_65532(&setpriv, &[], &bin, addr, &dir.0) {
+        Run::Exited(status, err) => {
+            assert!(!status.success(), "{err}");
+            assert!(err.contains("Permission denied") && err.contains(&addr.to_string()), "the error names the cause and the address:\n{err}");
+        }
+        Run::Serving(mut child) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("uid 65532 bound {addr} without the capability");
+        }
+    }
+
+    let out = Command::new(&setcap).args(["cap_net_bind_service=+ep"]).arg(&bin).output().unwrap();
+    assert!(out.status.success(), "setcap: {}", String::from_utf8_lossy(&out.stderr));
+
+    // With it: serves, over UDP and TCP; and within the pods' capability bounds.
+    let pod_bounds: &[&str] = &["--bounding-set=-all,+net_bind_service", "--no-new-privs"];
+    for extra in [&[][..], pod_bounds] {
+        match serve_as_65532(&setpriv, extra, &bin, addr, &dir.0) {
+            Run::Serving(mut child) => {
+                let udp = Observed::from_dig(&dig(addr, "catalog.shop.svc.cluster.local.", "A", &["+noedns"]));
+                let tcp = Observed::from_dig(&dig(addr, "catalog.shop.svc.cluster.local.", "A", &["+noedns", "+tcp"]));
+                let _ = child.kill();
+                let _ = child.wait();
+                for seen in [udp, tcp] {
+                    assert_eq!(seen.expect("an answer").answer, ["catalog.shop.svc.cluster.local. 5 A 10.96.12.34"], "setpriv {extra:?}");
+                }
+            }
+            Run::Exited(status, err) => panic!("with cap_net_bind_service=+ep (setpriv {extra:?}) kdns exited with {status} (is {} mounted nosuid?):\n{err}", dir.0.display()),
+        }
+    }
+
+    // NET_BIND_SERVICE outside the bounding set (a pod with `drop: [ALL]` and no `add`): the
+    // binary is not run at all.
+    match serve_as_65532(&setpriv, &["--bounding-set=-all", "--no-new-privs"], &bin, addr, &dir.0) {
+        Run::Exited(status, err) => {
+            assert!(!status.success());
+            assert!(err.contains("Operation not permitted") && !err.contains("kdns: error") && !err.contains("kdns serving"), "exec itself fails:\n{err}");
+        }
+        Run::Serving(mut child) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kdns ran with a file capability outside its bounding set");
+        }
+    }
 }
