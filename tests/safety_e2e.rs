@@ -334,3 +334,38 @@ fn request_duration_buckets_reach_8_seconds_as_coredns() {
     assert!(les.contains(&"4.096") && les.contains(&"8.192"), "{les:?}");
     assert_eq!(les.len(), 17, "16 buckets and +Inf: {les:?}");
 }
+
+/// Before the first list from the API server, as CoreDNS's kubernetes plugin answers before its
+/// first sync: SERVFAIL carrying the zone's SOA (so resolvers cache the failure briefly), and
+/// the zone's SOA, NS and the dns-version TXT, which need no cluster view, answered.
+#[test]
+fn before_the_first_sync_servfail_carries_the_soa_and_the_zone_apex_is_answered() {
+    let dir = TempDir::new("not-synced");
+    let port = free_port(); // nothing listens there: the API server is away
+    let kubeconfig = dir.path("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"http://127.0.0.1:{port}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n"),
+    )
+    .unwrap();
+    let server = Kdns::start(&["--kubeconfig".into(), kubeconfig.display().to_string(), "--sync-timeout".into(), "0.2".into()]);
+    let ask = |name: &str, rtype: &str, opts: &[&str]| Observed::from_dig(&dig(server.udp, name, rtype, opts)).unwrap();
+    for opts in [&["+noedns"][..], &["+edns=0"][..]] {
+        let out = ask("web.shop.svc.cluster.local.", "A", opts);
+        assert_eq!(out.rcode, "SERVFAIL", "{out:?}");
+        assert!(out.answer.is_empty());
+        assert_eq!(out.authority.len(), 1, "{out:?}");
+        assert!(out.authority[0].starts_with("cluster.local. 5 SOA ns.dns.cluster.local. hostmaster.cluster.local."), "{out:?}");
+    }
+    let soa = ask("cluster.local.", "SOA", &["+noedns"]);
+    assert_eq!((soa.rcode.as_str(), soa.answer.len()), ("NOERROR", 1), "{soa:?}");
+    let ns = ask("cluster.local.", "NS", &["+noedns"]);
+    assert_eq!(ns.rcode, "NOERROR");
+    // The NS target's Service is not known yet: the name the core gives without it.
+    assert_eq!(ns.answer, ["cluster.local. 5 NS ns.dns.cluster.local."]);
+    let version = ask("dns-version.cluster.local.", "TXT", &["+noedns"]);
+    assert_eq!(version.rcode, "NOERROR");
+    assert_eq!(version.answer.len(), 1, "{version:?}");
+    assert!(version.answer[0].contains("\"1.1.0\""), "{version:?}");
+    assert_eq!(ask("example.com.", "A", &["+noedns"]).rcode, "REFUSED");
+}

@@ -115,7 +115,7 @@ impl Handler {
         let transfer = matches!(question.as_ref().map(|q| q.1), Some(252 | 251));
         let not_yet = !ready && question.as_ref().is_some_and(|(qname, _)| self.zone_of(qname).is_some());
         let reply = if not_yet {
-            crate::engine::servfail(query).map_or(Reply::None, Reply::One)
+            self.not_synced(query, question.as_ref()).map_or(Reply::None, Reply::One)
         } else if transfer && proto == "tcp" && self.transfer_to.iter().any(|c| c.contains(peer.ip())) {
             self.transfer(query)
         } else {
@@ -137,6 +137,34 @@ impl Handler {
         };
         self.record_reply(question.as_ref(), query.len(), &reply, proto, peer, started);
         reply
+    }
+
+    /// A query for a name in the zones before the first cluster view, answered as CoreDNS's
+    /// kubernetes plugin does before its first sync: the zone's SOA and NS and the dns-version
+    /// TXT (which come from the settings alone), and for anything else SERVFAIL with the SOA,
+    /// so that resolvers cache the failure only briefly.
+    fn not_synced(&self, query: &[u8], question: Option<&(String, u16)>) -> Option<Vec<u8>> {
+        let (qname, qtype) = question?;
+        let zone = self.zone_of(qname)?;
+        let from_settings = (qname == zone && matches!(qtype, 2 | 6)) || (*qtype == 16 && qname.strip_suffix(zone.as_str()) == Some("dns-version."));
+        if from_settings {
+            return self.engine.resolve(query, 0);
+        }
+        let request = Message::from_vec(query).ok()?;
+        let mut m = Message::new(request.id, MessageType::Response, request.op_code);
+        m.metadata.recursion_desired = request.recursion_desired;
+        m.metadata.response_code = ResponseCode::ServFail;
+        m.queries = request.queries.clone();
+        let mut soa_query = Message::new(request.id, MessageType::Query, OpCode::Query);
+        soa_query.add_query(hickory_proto::op::Query::query(hickory_proto::rr::Name::from_ascii(zone).ok()?, RecordType::SOA));
+        let soa = self.engine.resolve(&soa_query.to_vec().ok()?, 0).and_then(|r| Message::from_vec(&r).ok());
+        m.authorities = soa.map(|r| r.answers).unwrap_or_default();
+        if request.edns.is_some() {
+            let mut opt = hickory_proto::op::Edns::new();
+            opt.set_max_payload(kdns_core::message::ADVERTISED_UDP_SIZE);
+            m.set_edns(opt);
+        }
+        m.to_vec().ok().or_else(|| crate::engine::servfail(query))
     }
 
     /// Whether the upstreams have something to add to the engine's `response`.
