@@ -199,6 +199,10 @@ pub struct ServeArgs {
     /// Address for /health, /ready and /metrics (Prometheus).
     #[arg(long, value_name = "ADDR:PORT")]
     pub http_listen: Option<SocketAddr>,
+    /// What metric names start with: `kdns_dns_requests_total`..., or with `coredns`
+    /// CoreDNS's exact names, so its dashboards and alerts work unchanged.
+    #[arg(long, value_name = "PREFIX", default_value = "kdns", value_parser = metrics_prefix)]
+    pub metrics_prefix: String,
     /// Clients (address or CIDR) allowed to transfer the zones over TCP (AXFR; IXFR gets a full
     /// transfer). Everyone else is refused.
     #[arg(long, num_args = 1.., value_name = "CIDR")]
@@ -291,7 +295,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(feed) => Arc::new(crate::engine::feed::Fed { inner: engine, feed: feed.clone() }),
         None => engine,
     };
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_prefix(&args.metrics_prefix));
+    count_panics(&metrics);
     // Whether the engine holds a cluster view; until then cluster names get SERVFAIL.
     let ready = Arc::new(AtomicBool::new(false));
     // Set on SIGTERM: /ready says 503 while queries are still answered.
@@ -331,11 +336,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     crate::release_freed_memory();
     let limits = crate::upstream::Limits { max_concurrent: args.upstream_max_concurrent, cache_ttl: args.upstream_cache_ttl, ..Default::default() };
-    let upstreams = (!upstreams.is_empty()).then(|| Arc::new(crate::upstream::Upstreams::new(upstreams, limits, metrics.forward.clone())));
+    let server_label = format!("dns://{}", args.listen[0]);
+    let upstreams = (!upstreams.is_empty()).then(|| Arc::new(crate::upstream::Upstreams::new(upstreams, limits, metrics.forward.clone(), server_label.clone())));
+    for addr in &args.listen {
+        let enabled = |zone: &str, name| metrics.plugin_enabled.get_or_create(&crate::metrics::PluginLabels { server: format!("dns://{addr}"), zone: zone.into(), view: "", name }).set(1);
+        for zone in &zone_labels {
+            enabled(zone, "kubernetes");
+        }
+        if upstreams.is_some() {
+            enabled(".", "forward");
+            if args.upstream_cache_ttl > 0 {
+                enabled(".", "cache");
+            }
+        }
+    }
     let handler = Arc::new(Handler {
         engine: engine.clone(),
         metrics: args.http_listen.map(|_| metrics.clone()),
-        server: format!("dns://{}", args.listen[0]),
+        server: server_label,
         zones: zone_labels,
         transfer_to: args.transfer_to.clone(),
         upstreams: upstreams.clone(),
@@ -393,6 +411,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// A Prometheus metric name prefix: letters, digits and underscores, not starting with a digit.
+fn metrics_prefix(s: &str) -> Result<String, String> {
+    let valid = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid { Ok(s.to_string()) } else { Err(format!("{s:?} is not a metric name prefix (letters, digits, _)")) }
+}
+
+/// Counts panics in the metrics (the default hook still prints them).
+fn count_panics(metrics: &Metrics) {
+    let (panics, previous) = (metrics.panics.clone(), std::panic::take_hook());
+    std::panic::set_hook(Box::new(move |info| {
+        panics.inc();
+        previous(info);
+    }));
 }
 
 /// How the process was asked to stop.

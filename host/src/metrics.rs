@@ -1,5 +1,7 @@
-//! Prometheus metrics. Names and labels mirror CoreDNS's (`coredns_dns_requests_total` becomes
-//! `kdns_dns_requests_total`, and so on) so existing dashboards translate by prefix.
+//! Prometheus metrics. Names and labels are CoreDNS's under a prefix of our own by default
+//! (`coredns_dns_requests_total` is `kdns_dns_requests_total`); with `--metrics-prefix coredns`
+//! they are CoreDNS's exactly, so its dashboards and alerts (the coredns-mixin that
+//! kube-prometheus ships) work unchanged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,8 @@ use crate::engine::Engine;
 pub struct RequestLabels {
     pub server: String,
     pub zone: String,
+    /// CoreDNS's `view` (the view plugin's name); kdns has no views, so always empty.
+    pub view: &'static str,
     pub proto: &'static str,
     pub family: &'static str,
     #[prometheus(flatten)]
@@ -33,13 +37,18 @@ pub struct TypeLabel {
 pub struct ResponseLabels {
     pub server: String,
     pub zone: String,
+    pub view: &'static str,
     pub rcode: String,
+    /// What wrote the response, as CoreDNS names its plugins: `kubernetes`, `forward`, or
+    /// empty when no zone matched.
+    pub plugin: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DurationLabels {
     pub server: String,
     pub zone: String,
+    pub view: &'static str,
     pub r#type: String,
 }
 
@@ -47,7 +56,24 @@ pub struct DurationLabels {
 pub struct SizeLabels {
     pub server: String,
     pub zone: String,
+    pub view: &'static str,
     pub proto: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub revision: &'static str,
+    /// CoreDNS reports its Go version; kdns is not Go.
+    pub goversion: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub server: String,
+    pub zone: String,
+    pub view: &'static str,
+    pub name: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +103,18 @@ pub struct Metrics {
     pub wasm_rebuilds: Family<EngineLabels, Gauge>,
     /// Handed to the upstreams, which count into them.
     pub forward: crate::upstream::Counters,
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// Panics caught by the hook `serve` installs (a task that panics is restarted or fails
+    /// its query; this says it happened).
+    pub panics: Counter,
+    /// 1 for each (server, zone, plugin) that serves: what CoreDNS's dashboard counts.
+    pub plugin_enabled: Family<PluginLabels, Gauge>,
+}
+
+/// CoreDNS's time buckets (plugin.TimeBuckets): 0.25 ms doubling to 8.192 s, so that the usual
+/// "slower than 4 s" alerts can fire.
+pub fn time_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
 }
 
 fn size_buckets() -> Histogram {
@@ -91,13 +129,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics under kdns's own prefix.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("kdns");
+        Self::with_prefix("kdns")
+    }
+
+    /// The metrics with names starting `PREFIX_` (`coredns` for CoreDNS's exact names).
+    pub fn with_prefix(prefix: &str) -> Metrics {
+        let mut registry = Registry::with_prefix(prefix);
         let requests = Family::<RequestLabels, Counter>::default();
         let responses = Family::<ResponseLabels, Counter>::default();
-        // CoreDNS's time buckets (plugin.TimeBuckets): 0.25 ms doubling to 8.192 s, so that the
-        // usual "slower than 4 s" alerts can fire.
-        let duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.00025, 2.0, 16)));
+        let duration = Family::<DurationLabels, Histogram>::new_with_constructor(time_buckets);
         let request_size = Family::<SizeLabels, Histogram>::new_with_constructor(size_buckets);
         let response_size = Family::<SizeLabels, Histogram>::new_with_constructor(size_buckets);
         registry.register("dns_requests", "Counter of DNS requests made per zone, protocol, family and type.", requests.clone());
@@ -123,15 +165,30 @@ impl Metrics {
         registry.register("wasm_traps", "Wasm calls that trapped or timed out (answered SERVFAIL).", wasm_traps.clone());
         registry.register("wasm_rebuilds", "Wasm instances rebuilt after a trap.", wasm_rebuilds.clone());
         let forward = crate::upstream::Counters::default();
-        registry.register("forward_requests", "Queries sent to upstream resolvers (each try).", forward.requests.clone());
+        registry.register("forward_requests", "Queries sent to upstream resolvers (each try), per upstream.", forward.requests.clone());
+        registry.register("forward_responses", "Answers from upstream resolvers, per upstream and rcode.", forward.responses.clone());
+        registry.register("forward_request_duration_seconds", "Time each upstream answer took, per upstream and rcode.", forward.duration.clone());
+        registry.register("forward_healthcheck_failures", "Failed tries of an upstream (kdns checks upstreams by the queries it sends them).", forward.failures.clone());
+        registry.register("forward_healthcheck_broken", "Queries for which every upstream failed.", forward.broken.clone());
         registry.register("forward_max_concurrent_rejects", "Queries refused because the most queries allowed were already waiting on upstreams.", forward.rejects.clone());
         registry.register("forward_coalesced", "Queries that waited for the answer to the same question already sent upstream.", forward.coalesced.clone());
         registry.register("forward_loop_detected", "1 once a forwarding loop was detected (forwarding is then off).", forward.loop_detected.clone());
-        registry.register("cache_hits", "Upstream answers served from the cache.", forward.cache_hits.clone());
+        registry.register("cache_hits", "Upstream answers served from the cache, per type (success, denial).", forward.cache_hits.clone());
         registry.register("cache_misses", "Upstream questions not in the cache.", forward.cache_misses.clone());
-        registry.register("cache_entries", "Upstream answers in the cache.", forward.cache_entries.clone());
+        registry.register("cache_requests", "Upstream questions looked up in the cache.", forward.cache_requests.clone());
+        registry.register("cache_entries", "Upstream answers in the cache, per type (success, denial).", forward.cache_entries.clone());
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION"), revision: "", goversion: "" }).set(1);
+        registry.register("build_info", "A metric with a constant '1' value labeled by version, revision, and goversion from which kdns was built.", build_info.clone());
+        let panics = Counter::default();
+        registry.register("panics", "Panics caught.", panics.clone());
+        let plugin_enabled = Family::<PluginLabels, Gauge>::default();
+        registry.register("plugin_enabled", "1 for each plugin (in CoreDNS's names) serving a zone of a server.", plugin_enabled.clone());
         Metrics {
             forward,
+            build_info,
+            panics,
+            plugin_enabled,
             registry,
             requests,
             responses,

@@ -135,7 +135,7 @@ impl Handler {
                 None => Reply::None,
             }
         };
-        self.record_reply(question.as_ref(), query.len(), &reply, proto, peer, started);
+        self.record_reply(question.as_ref(), query.len(), &reply, proto, peer, started, false);
         reply
     }
 
@@ -209,14 +209,16 @@ impl Handler {
             }
         };
         let reply = Reply::One(answer);
-        self.record_reply(job.question.as_ref(), job.query.len(), &reply, job.proto, job.peer, job.started);
+        self.record_reply(job.question.as_ref(), job.query.len(), &reply, job.proto, job.peer, job.started, matches!(job.kind, JobKind::Forward));
         match reply {
             Reply::One(a) => Some(a),
             _ => None,
         }
     }
 
-    fn record_reply(&self, question: Option<&(String, u16)>, query_len: usize, reply: &Reply, proto: &'static str, peer: SocketAddr, started: Instant) {
+    /// `forwarded`: the upstreams wrote the answer (CoreDNS's `plugin="forward"`).
+    #[allow(clippy::too_many_arguments)]
+    fn record_reply(&self, question: Option<&(String, u16)>, query_len: usize, reply: &Reply, proto: &'static str, peer: SocketAddr, started: Instant, forwarded: bool) {
         if let (Some(m), Some((qname, qtype))) = (&self.metrics, question) {
             let first = match &reply {
                 Reply::One(r) => Some(r.as_slice()),
@@ -224,21 +226,27 @@ impl Handler {
                 Reply::None | Reply::Upstream(_) => None,
             };
             if let Some(response) = first {
-                self.record(m, qname, *qtype, query_len, response, proto, peer, started);
+                self.record(m, qname, *qtype, query_len, response, proto, peer, started, forwarded);
             }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record(&self, m: &Metrics, qname: &str, qtype: u16, query_len: usize, response: &[u8], proto: &'static str, peer: SocketAddr, started: Instant) {
-        let zone = self.zone_of(qname).cloned().unwrap_or_else(|| ".".into());
+    fn record(&self, m: &Metrics, qname: &str, qtype: u16, query_len: usize, response: &[u8], proto: &'static str, peer: SocketAddr, started: Instant, forwarded: bool) {
+        let served = self.zone_of(qname).cloned();
+        let plugin = match (&served, forwarded) {
+            (_, true) => "forward",
+            (Some(_), false) => "kubernetes",
+            (None, false) => "",
+        };
+        let zone = served.unwrap_or_else(|| ".".into());
         let rtype = RecordType::from(qtype).to_string();
         let family = if peer.is_ipv4() || matches!(peer.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()) { "1" } else { "2" };
-        m.requests.get_or_create(&RequestLabels { server: self.server.clone(), zone: zone.clone(), proto, family, kind: TypeLabel { r#type: rtype.clone() } }).inc();
+        m.requests.get_or_create(&RequestLabels { server: self.server.clone(), zone: zone.clone(), view: "", proto, family, kind: TypeLabel { r#type: rtype.clone() } }).inc();
         let rcode = crate::dig::rcode_name(ResponseCode::from_low(response.get(3).map_or(2, |b| b & 0x0f)));
-        m.responses.get_or_create(&ResponseLabels { server: self.server.clone(), zone: zone.clone(), rcode }).inc();
-        m.duration.get_or_create(&DurationLabels { server: self.server.clone(), zone: zone.clone(), r#type: rtype }).observe(started.elapsed().as_secs_f64());
-        let size = SizeLabels { server: self.server.clone(), zone, proto };
+        m.responses.get_or_create(&ResponseLabels { server: self.server.clone(), zone: zone.clone(), view: "", rcode, plugin }).inc();
+        m.duration.get_or_create(&DurationLabels { server: self.server.clone(), zone: zone.clone(), view: "", r#type: rtype }).observe(started.elapsed().as_secs_f64());
+        let size = SizeLabels { server: self.server.clone(), zone, view: "", proto };
         m.request_size.get_or_create(&size).observe(query_len as f64);
         m.response_size.get_or_create(&size).observe(response.len() as f64);
     }

@@ -45,14 +45,63 @@ impl Key {
     }
 }
 
+/// CoreDNS cache's two kinds of entry (its `type` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Success,
+    /// NXDOMAIN or NODATA.
+    Denial,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Success => "success",
+            Kind::Denial => "denial",
+        }
+    }
+}
+
 struct Entry {
     message: Message,
     stored: Instant,
     keep: Duration,
+    kind: Kind,
+}
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<Key, Entry>,
+    /// Entries of each kind, kept with the map (for the entries gauge).
+    success: usize,
+    denial: usize,
+}
+
+impl Entries {
+    fn count(&mut self, kind: Kind, up: bool) {
+        let n = match kind {
+            Kind::Success => &mut self.success,
+            Kind::Denial => &mut self.denial,
+        };
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
+    }
+
+    fn insert(&mut self, key: Key, entry: Entry) {
+        self.count(entry.kind, true);
+        if let Some(old) = self.map.insert(key, entry) {
+            self.count(old.kind, false);
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(old) = self.map.remove(key) {
+            self.count(old.kind, false);
+        }
+    }
 }
 
 pub struct Cache {
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Mutex<Entries>,
     capacity: usize,
     /// Longest time a positive answer is kept (CoreDNS `cache TTL`); 0 turns the cache off.
     max_ttl: u32,
@@ -60,7 +109,7 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(capacity: usize, max_ttl: u32) -> Cache {
-        Cache { entries: Mutex::new(HashMap::new()), capacity, max_ttl }
+        Cache { entries: Mutex::new(Entries::default()), capacity, max_ttl }
     }
 
     pub fn enabled(&self) -> bool {
@@ -68,7 +117,12 @@ impl Cache {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+        self.entries.lock().map(|e| e.map.len()).unwrap_or(0)
+    }
+
+    /// (success, denial) entries.
+    pub fn counts(&self) -> (usize, usize) {
+        self.entries.lock().map(|e| (e.success, e.denial)).unwrap_or((0, 0))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,25 +130,25 @@ impl Cache {
     }
 
     /// The kept answer to `key`, with `id` and its TTLs counted down, if it has not expired.
-    pub fn get(&self, key: &Key, id: u16, now: Instant) -> Option<Vec<u8>> {
+    pub fn get(&self, key: &Key, id: u16, now: Instant) -> Option<(Vec<u8>, Kind)> {
         if !self.enabled() {
             return None;
         }
         let mut entries = self.entries.lock().ok()?;
-        let entry = entries.get(key)?;
+        let entry = entries.map.get(key)?;
         let age = now.saturating_duration_since(entry.stored);
         if age >= entry.keep {
             entries.remove(key);
             return None;
         }
-        let mut m = entry.message.clone();
+        let (mut m, kind) = (entry.message.clone(), entry.kind);
         drop(entries);
         let elapsed = age.as_secs().min(u64::from(u32::MAX)) as u32;
         for r in m.answers.iter_mut().chain(m.authorities.iter_mut()).chain(m.additionals.iter_mut()) {
             r.ttl = r.ttl.saturating_sub(elapsed);
         }
         m.metadata.id = id;
-        m.to_vec().ok()
+        Some((m.to_vec().ok()?, kind))
     }
 
     /// Keeps `answer` (the bytes an upstream sent) for as long as its records allow.
@@ -103,26 +157,31 @@ impl Cache {
             return;
         }
         let Ok(message) = Message::from_vec(answer) else { return };
-        let Some(keep) = self.lifetime(&message) else { return };
+        let Some((keep, kind)) = self.lifetime(&message) else { return };
         let Ok(mut entries) = self.entries.lock() else { return };
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            entries.retain(|_, e| now.saturating_duration_since(e.stored) < e.keep);
-            if entries.len() >= self.capacity {
+        if entries.map.len() >= self.capacity && !entries.map.contains_key(&key) {
+            let expired: Vec<Key> = entries.map.iter().filter(|(_, e)| now.saturating_duration_since(e.stored) >= e.keep).map(|(k, _)| k.clone()).collect();
+            for k in &expired {
+                entries.remove(k);
+            }
+            if entries.map.len() >= self.capacity {
                 // Full of live answers: make room by dropping one (the map's order is random).
-                if let Some(k) = entries.keys().next().cloned() {
+                if let Some(k) = entries.map.keys().next().cloned() {
                     entries.remove(&k);
                 }
             }
         }
-        entries.insert(key, Entry { message, stored: now, keep });
+        entries.insert(key, Entry { message, stored: now, keep, kind });
     }
 
-    /// How long an answer may be kept; `None` for what is not kept (truncated, errors).
-    fn lifetime(&self, m: &Message) -> Option<Duration> {
+    /// How long an answer may be kept, and its kind; `None` for what is not kept (truncated,
+    /// errors).
+    fn lifetime(&self, m: &Message) -> Option<(Duration, Kind)> {
         if m.metadata.truncation {
             return None;
         }
         let min_ttl = MIN_TTL.min(self.max_ttl);
+        let kind = if m.response_code == ResponseCode::NoError && !m.answers.is_empty() { Kind::Success } else { Kind::Denial };
         let ttl = match m.response_code {
             ResponseCode::NoError if !m.answers.is_empty() => m.answers.iter().chain(&m.authorities).map(|r| r.ttl).min()?.min(self.max_ttl),
             // Negative answers (RFC 2308 §5): the SOA's TTL, at most its MINIMUM field.
@@ -137,7 +196,7 @@ impl Cache {
                 .min(self.max_ttl),
             _ => return None,
         };
-        Some(Duration::from_secs(u64::from(ttl.max(min_ttl))))
+        Some((Duration::from_secs(u64::from(ttl.max(min_ttl))), kind))
     }
 }
 
@@ -164,7 +223,9 @@ mod tests {
         let cache = Cache::new(10, 3600);
         let t0 = Instant::now();
         cache.put(key("a.example."), &answer("a.example.", 60), t0);
-        let got = Message::from_vec(&cache.get(&key("a.example."), 99, t0 + Duration::from_secs(20)).unwrap()).unwrap();
+        let (bytes, kind) = cache.get(&key("a.example."), 99, t0 + Duration::from_secs(20)).unwrap();
+        assert_eq!(kind, Kind::Success);
+        let got = Message::from_vec(&bytes).unwrap();
         assert_eq!(got.metadata.id, 99);
         assert_eq!(got.answers[0].ttl, 40);
         assert!(cache.get(&key("a.example."), 1, t0 + Duration::from_secs(60)).is_none());
@@ -192,6 +253,7 @@ mod tests {
             cache.put(key(&n), &answer(&n, 60), t0);
         }
         assert_eq!(cache.len(), 3);
+        assert_eq!(cache.counts(), (3, 0));
         let off = Cache::new(3, 0);
         off.put(key("a.example."), &answer("a.example.", 60), t0);
         assert!(off.get(&key("a.example."), 1, t0).is_none());

@@ -25,8 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
@@ -62,20 +65,77 @@ impl Default for Limits {
     }
 }
 
-/// Counters exported on /metrics (clones of the registry's; see `Metrics::forward_counters`).
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToLabels {
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToRcodeLabels {
+    pub rcode: String,
+    pub to: String,
+}
+
+/// CoreDNS cache's labels: `type` is `success` or `denial`; `zones` what the cache serves
+/// (here `.`: answers of upstreams).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub server: String,
+    pub r#type: &'static str,
+    pub zones: &'static str,
+    pub view: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheZoneLabels {
+    pub server: String,
+    pub zones: &'static str,
+    pub view: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Counters exported on /metrics (clones of the registry's), in CoreDNS's forward and cache
+/// plugins' names and labels.
+#[derive(Clone)]
 pub struct Counters {
     /// Queries sent to an upstream (each try).
-    pub requests: Counter,
+    pub requests: Family<ToLabels, Counter>,
+    pub responses: Family<ToRcodeLabels, Counter>,
+    pub duration: Histograms<ToRcodeLabels>,
+    /// Tries that failed (no answer, refused, timed out).
+    pub failures: Family<ToLabels, Counter>,
+    /// Queries for which every upstream failed.
+    pub broken: Counter,
     /// Queries answered REFUSED because `max_concurrent` were already waiting.
     pub rejects: Counter,
-    pub cache_hits: Counter,
-    pub cache_misses: Counter,
-    pub cache_entries: Gauge,
     /// Queries that waited for the same question already sent upstream.
     pub coalesced: Counter,
     /// 1 once a forwarding loop was found.
     pub loop_detected: Gauge,
+    pub cache_hits: Family<CacheLabels, Counter>,
+    pub cache_misses: Family<CacheZoneLabels, Counter>,
+    pub cache_requests: Family<CacheZoneLabels, Counter>,
+    pub cache_entries: Family<CacheLabels, Gauge>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            requests: Family::default(),
+            responses: Family::default(),
+            duration: Family::new_with_constructor(crate::metrics::time_buckets),
+            failures: Family::default(),
+            broken: Counter::default(),
+            rejects: Counter::default(),
+            coalesced: Counter::default(),
+            loop_detected: Gauge::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            cache_requests: Family::default(),
+            cache_entries: Family::default(),
+        }
+    }
 }
 
 /// Why no upstream answer came.
@@ -113,6 +173,8 @@ pub struct Upstreams {
     probe: OnceLock<String>,
     looped: AtomicBool,
     counters: Counters,
+    /// The `server` label of the cache metrics.
+    server: String,
 }
 
 struct Server {
@@ -178,7 +240,8 @@ impl Drop for Lead<'_> {
 }
 
 impl Upstreams {
-    pub fn new(addrs: Vec<SocketAddr>, limits: Limits, counters: Counters) -> Upstreams {
+    /// `server`: the `server` label of the cache metrics (`dns://ADDR:PORT`).
+    pub fn new(addrs: Vec<SocketAddr>, limits: Limits, counters: Counters, server: String) -> Upstreams {
         Upstreams {
             servers: addrs.into_iter().map(|addr| Server { addr, down_until: AtomicU64::new(0), failures: AtomicU64::new(0), reported_at: AtomicU64::new(0) }).collect(),
             started: Instant::now(),
@@ -189,6 +252,7 @@ impl Upstreams {
             probe: OnceLock::new(),
             looped: AtomicBool::new(false),
             counters,
+            server,
         }
     }
 
@@ -207,14 +271,14 @@ impl Upstreams {
             return Err(Failure::Failed("query shorter than a header".into()));
         }
         let id = u16::from_be_bytes([query[0], query[1]]);
-        if let Some(key) = &key {
-            if let Some(hit) = self.cache.get(key, id, Instant::now()) {
-                self.counters.cache_hits.inc();
+        if let Some(key) = key.as_ref().filter(|_| self.cache.enabled()) {
+            let zone = CacheZoneLabels { server: self.server.clone(), zones: ".", view: "" };
+            self.counters.cache_requests.get_or_create(&zone).inc();
+            if let Some((hit, kind)) = self.cache.get(key, id, Instant::now()) {
+                self.counters.cache_hits.get_or_create(&self.cache_labels(kind)).inc();
                 return Ok(as_reply_to(hit, query));
             }
-            if self.cache.enabled() {
-                self.counters.cache_misses.inc();
-            }
+            self.counters.cache_misses.get_or_create(&zone).inc();
         }
         // Lead, or wait for the leader of the same question; both count against the cap.
         let waiter = {
@@ -248,11 +312,17 @@ impl Upstreams {
         let outcome = self.ask_servers(query).await.map(Arc::new);
         if let (Ok(answer), Some(key)) = (&outcome, &lead.key) {
             self.cache.put(key.clone(), answer, Instant::now());
-            self.counters.cache_entries.set(self.cache.len() as i64);
+            let (success, denial) = self.cache.counts();
+            self.counters.cache_entries.get_or_create(&self.cache_labels(cache::Kind::Success)).set(success as i64);
+            self.counters.cache_entries.get_or_create(&self.cache_labels(cache::Kind::Denial)).set(denial as i64);
         }
         lead.outcome = Some(outcome.clone());
         drop(lead);
         outcome.map(|a| a.as_ref().clone())
+    }
+
+    fn cache_labels(&self, kind: cache::Kind) -> CacheLabels {
+        CacheLabels { server: self.server.clone(), r#type: kind.label(), zones: ".", view: "" }
     }
 
     async fn ask_servers(&self, query: &[u8]) -> Result<Vec<u8>, Failure> {
@@ -260,9 +330,15 @@ impl Upstreams {
         let (healthy, down): (Vec<&Server>, Vec<&Server>) = self.servers.iter().partition(|s| s.down_until.load(Ordering::Relaxed) <= now);
         let mut last = None;
         for server in healthy.into_iter().chain(down) {
-            self.counters.requests.inc();
+            let to = ToLabels { to: server.addr.to_string() };
+            self.counters.requests.get_or_create(&to).inc();
+            let started = Instant::now();
             match exchange_one(server.addr, query).await {
                 Ok(answer) => {
+                    let rcode = crate::dig::rcode_name(ResponseCode::from_low(answer[3] & 0x0f));
+                    let labels = ToRcodeLabels { rcode, to: to.to };
+                    self.counters.responses.get_or_create(&labels).inc();
+                    self.counters.duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
                     server.down_until.store(0, Ordering::Relaxed);
                     let failures = server.failures.swap(0, Ordering::Relaxed);
                     if failures > 0 {
@@ -271,6 +347,7 @@ impl Upstreams {
                     return Ok(answer);
                 }
                 Err(e) => {
+                    self.counters.failures.get_or_create(&to).inc();
                     let now = self.now_ms();
                     server.down_until.store(now + HOLD_DOWN.as_millis() as u64, Ordering::Relaxed);
                     self.report_failure(server, &e, now);
@@ -278,6 +355,7 @@ impl Upstreams {
                 }
             }
         }
+        self.counters.broken.inc();
         Err(Failure::Failed(last.map_or_else(|| "no upstream configured".into(), |e| format!("{e:#}"))))
     }
 
