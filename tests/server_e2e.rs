@@ -289,3 +289,62 @@ fn kdns_query_prints_like_dig_and_export_zone_matches_the_server() {
     let checked = every_exported_record_is_served(&[file], &["cluster.local", "in-addr.arpa"]);
     assert!(checked >= 15, "only {checked} records");
 }
+
+/// A headless Service with 150 ready endpoints (`many`, 10.244.10.1-150) and one with 18
+/// named endpoints (`srv`, host-N at 10.2.0.N), whose SRV answer fits 1232 bytes with only
+/// half of its address records.
+fn truncation_cluster() -> String {
+    let headless = |name: &str, eps: String| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  clusterIP: None\n  ports: [{{name: http, port: 80, protocol: TCP}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata:\n  name: {name}-abc12\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: 80, protocol: TCP}}]\nendpoints:\n{eps}---\n"
+        )
+    };
+    let many: String = (1..=150).map(|i| format!("- {{addresses: [10.244.10.{i}], conditions: {{ready: true}}}}\n")).collect();
+    let srv: String = (1..=18).map(|i| format!("- {{addresses: [10.2.0.{i}], hostname: host-{i}, conditions: {{ready: true}}}}\n")).collect();
+    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: default}}\n---\n{}{}", headless("many", many), headless("srv", srv))
+}
+
+#[test]
+fn a_150_endpoint_headless_service_over_udp_gets_the_records_that_fit_and_tc() {
+    let dir = TempDir::new("truncation");
+    std::fs::write(dir.path("cluster.yaml"), truncation_cluster()).unwrap();
+    let many = "many.default.svc.cluster.local.";
+    let srv = "srv.default.svc.cluster.local.";
+    let ask = |server: &Kdns, name: &str, rtype: &str, extra: &[&str]| {
+        let out = dig(server.udp, name, rtype, extra);
+        Observed::from_dig(&out).unwrap_or_else(|e| panic!("{name} {rtype} {extra:?}: {e}"))
+    };
+    let tc = |o: &Observed| o.flags.iter().any(|f| f == "tc");
+    for engine in ["native", "wasm"] {
+        for mode in ["fill", "coredns"] {
+            let mut args = vec!["--manifests".to_string(), dir.0.display().to_string(), "--engine".into(), engine.into()];
+            if mode == "coredns" {
+                args.extend(["--truncation".into(), mode.into()]);
+            }
+            let server = Kdns::start(&args);
+            let what = format!("{engine} engine, --truncation {mode}");
+            // 512 bytes: 12 (header) + 36 (question) + 29 * 16 (A records pointing at the
+            // question). 1232 with EDNS: 11 more for the OPT, room for 73. CoreDNS answers the same.
+            let plain = ask(&server, many, "A", &["+ignore", "+noedns"]);
+            assert_eq!((plain.rcode.as_str(), plain.answer.len(), tc(&plain)), ("NOERROR", 29, true), "{what}: {plain:?}");
+            let edns = ask(&server, many, "A", &["+ignore", "+bufsize=1232"]);
+            assert_eq!((edns.rcode.as_str(), edns.answer.len(), tc(&edns)), ("NOERROR", 73, true), "{what}: {edns:?}");
+            // Whole records, all of them the service's.
+            for rec in plain.answer.iter().chain(&edns.answer) {
+                assert!(rec.starts_with("many.default.svc.cluster.local. 5 A 10.244.10."), "{what}: {rec}");
+            }
+            let tcp = ask(&server, many, "A", &["+tcp"]);
+            assert_eq!((tcp.answer.len(), tc(&tcp)), (150, false), "{what}");
+            // Every SRV record fits, half of the glue does: TC only in coredns mode.
+            let srv_udp = ask(&server, srv, "SRV", &["+ignore", "+bufsize=1232"]);
+            assert_eq!((srv_udp.answer.len(), srv_udp.additional.len()), (18, 9), "{what}: {srv_udp:?}");
+            assert_eq!(tc(&srv_udp), mode == "coredns", "{what}: {srv_udp:?}");
+            let srv_tcp = ask(&server, srv, "SRV", &["+tcp"]);
+            assert_eq!((srv_tcp.answer.len(), srv_tcp.additional.len(), tc(&srv_tcp)), (18, 18, false), "{what}");
+        }
+    }
+}

@@ -23,6 +23,18 @@ pub enum PodMode {
     Verified,
 }
 
+/// When a UDP response that does not fit gets TC (`kdns.v1.Truncation`). Both keep as many
+/// whole records as fit, in section order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Truncation {
+    /// TC only when an answer or authority record was left out (RFC 2181 9).
+    #[default]
+    Fill,
+    /// TC when any record was left out, additionals included (CoreDNS: miekg/dns
+    /// `Msg.Truncate`).
+    CoreDns,
+}
+
 /// A served zone: its name as configured (used in answers), its label count, and its labels
 /// lowercased (for matching questions).
 #[derive(Clone, Debug)]
@@ -64,6 +76,8 @@ pub struct Settings {
     pub ns_service: (Box<str>, Box<str>),
     /// Exposed namespaces; empty = all.
     pub namespaces: BTreeSet<String>,
+    /// When a UDP response that does not fit gets TC.
+    pub truncation: Truncation,
 }
 
 impl Default for Settings {
@@ -94,6 +108,11 @@ impl Settings {
             Ok(v1::PodMode::Verified) => PodMode::Verified,
             Err(_) => return Err(InputError::BadPodMode),
         };
+        let truncation = match v1::Truncation::try_from(cfg.truncation) {
+            Ok(v1::Truncation::Fill) => Truncation::Fill,
+            Ok(v1::Truncation::Coredns) => Truncation::CoreDns,
+            Err(_) => return Err(InputError::BadTruncation),
+        };
         let ns_service = match cfg.ns_service {
             Some(k) if !k.namespace.is_empty() && !k.name.is_empty() => (k.namespace.into(), k.name.into()),
             Some(_) => return Err(InputError::MissingName),
@@ -109,6 +128,7 @@ impl Settings {
             ignore_empty_service: cfg.ignore_empty_service,
             ns_service,
             namespaces: cfg.namespaces.iter().map(|n| n.to_owned()).collect(),
+            truncation,
         })
     }
 

@@ -19,6 +19,8 @@ pub enum InputError {
     MissingName,
     /// A service with more than 65,535 endpoint groups (EndpointSlices).
     TooManySlices,
+    /// An unknown `truncation` mode.
+    BadTruncation,
 }
 
 impl InputError {
@@ -35,6 +37,7 @@ impl InputError {
             InputError::BadAddress => -9,
             InputError::MissingName => -10,
             InputError::TooManySlices => -11,
+            InputError::BadTruncation => -12,
         }
     }
 }
@@ -52,6 +55,7 @@ impl fmt::Display for InputError {
             InputError::BadAddress => "IP address must be 4 or 16 bytes",
             InputError::MissingName => "object without namespace or name",
             InputError::TooManySlices => "service with more than 65535 endpoint groups",
+            InputError::BadTruncation => "unknown truncation mode",
         })
     }
 }

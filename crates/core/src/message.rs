@@ -10,7 +10,8 @@ use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::DNSClass;
 
 use crate::lookup::{Answer, Lookup};
-use crate::wire::{Fit, Head, Sections, write_response};
+use crate::config::Truncation;
+use crate::wire::{Fit, Head, Limit, Sections, write_response};
 
 /// UDP payload size kdns advertises in its OPT record (the DNS Flag Day 2020 value).
 pub const ADVERTISED_UDP_SIZE: u16 = 1232;
@@ -40,7 +41,7 @@ pub fn respond(lookup: &Lookup<'_>, query: &[u8], max_udp: u16) -> Option<Vec<u8
         checking_disabled: request.checking_disabled,
         rcode: ResponseCode::NoError,
     };
-    let reply = Reply { query, max_udp, client_edns: request.edns.as_ref() };
+    let reply = Reply { query, max_udp, client_edns: request.edns.as_ref(), truncation: lookup.settings.truncation };
     if let Some(req_edns) = &request.edns
         && req_edns.version() > 0 {
             head.rcode = ResponseCode::BADVERS;
@@ -65,17 +66,20 @@ pub fn respond(lookup: &Lookup<'_>, query: &[u8], max_udp: u16) -> Option<Vec<u8
     Some(reply.write(head, core::slice::from_ref(question), &answer))
 }
 
-/// How a reply must be shaped: the query it answers, the host's UDP limit and the client's EDNS.
+/// How a reply must be shaped: the query it answers, the host's UDP limit, the client's EDNS
+/// and when a short reply gets TC.
 struct Reply<'a> {
     query: &'a [u8],
     max_udp: u16,
     client_edns: Option<&'a Edns>,
+    truncation: Truncation,
 }
 
 impl Reply<'_> {
-    /// Encodes the response within the size the client can take. When the full answer does not
-    /// fit, the additional section goes first (no TC: it is optional data); if it still does not
-    /// fit, the records are dropped and TC is set so the client retries over TCP.
+    /// Encodes the response within the size the client can take. Over UDP, when the full answer
+    /// does not fit, as many whole records as fit are kept in section order, and TC is set as
+    /// `truncation` says (see [`write_response`]). Over a stream answer and authority go whole
+    /// (else SERVFAIL), the additional section whole or not at all.
     fn write(&self, head: Head, questions: &[Query], answer: &Answer) -> Vec<u8> {
         let stream = self.max_udp == STREAM;
         let limit = if stream {
@@ -87,7 +91,8 @@ impl Reply<'_> {
         let advertised = if stream { ADVERTISED_UDP_SIZE } else { self.max_udp.max(CLASSIC_UDP_SIZE) };
         let edns_payload = self.client_edns.map(|_| advertised);
         let sections = Sections { questions, answers: &answer.answers, authority: &answer.authority, additionals: &answer.additionals };
-        match write_response(head, &sections, edns_payload, limit, stream) {
+        let fit = if stream { Limit::Stream } else { Limit::Udp(self.truncation) };
+        match write_response(head, &sections, edns_payload, limit, fit) {
             Fit::Whole(bytes) => bytes,
             Fit::TooLarge => header_only(self.query, ResponseCode::ServFail),
         }

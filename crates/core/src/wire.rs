@@ -15,6 +15,7 @@ use tinyvec::TinyVec;
 use hickory_proto::op::{OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name};
 
+use crate::config::Truncation;
 use crate::record::{Dname, Rdata, Rr};
 
 const HEADER_LEN: usize = 12;
@@ -43,20 +44,32 @@ pub(crate) struct Sections<'a> {
     pub additionals: &'a [Rr<'a>],
 }
 
-/// What does not fit is dropped as RFC 2181 9 and RFC 1035 4.2.1 ask.
+/// How the size limit applies to the records.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Limit {
+    /// A datagram: as many whole records as fit, in section order (answer, authority,
+    /// additional), stopping at the first that does not; TC as the mode says.
+    Udp(Truncation),
+    /// A stream (TCP), where TC means nothing: answer and authority must fit whole; the
+    /// additional section goes whole or not at all.
+    Stream,
+}
+
+/// What does not fit is left out as RFC 1035 4.2.1 and RFC 2181 9 ask.
 pub(crate) enum Fit {
-    /// Everything that had to be there is.
+    /// The response, within the limit.
     Whole(Vec<u8>),
-    /// The question alone exceeds `limit`, or answer and authority do over a stream, where TC
-    /// means nothing.
+    /// The question alone exceeds `limit`, or answer and authority do over a stream.
     TooLarge,
 }
 
 /// Writes the response. `edns_payload`: the UDP size to advertise in an OPT record, if the
-/// query had one. When answer and authority do not fit in `limit`, they are dropped and TC is
-/// set (or, for a stream, [`Fit::TooLarge`]); additionals that do not fit are dropped whole,
-/// without TC, being optional data. A question section over `limit` is [`Fit::TooLarge`].
-pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<u16>, limit: usize, stream: bool) -> Fit {
+/// query had one; its room is kept free within `limit`. Over UDP the records that fit are
+/// written in order and the first that does not ends the message: TC is set when an answer or
+/// authority record was left out, and, with [`Truncation::CoreDns`], when an additional one was
+/// (miekg/dns `Msg.Truncate`, which CoreDNS applies to every response). Over a stream see
+/// [`Limit::Stream`]. A question section over `limit` is [`Fit::TooLarge`].
+pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<u16>, limit: usize, fit: Limit) -> Fit {
     // Sized for the common UDP answer so that it is not grown while written.
     let mut w = Writer { buf: Vec::with_capacity(limit.min(usize::from(crate::message::ADVERTISED_UDP_SIZE))), suffixes: TinyVec::new(), question: None };
     w.buf.resize(HEADER_LEN, 0);
@@ -73,25 +86,27 @@ pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<
         // Only a NOTIMP echoing many long questions gets here; there is nothing to truncate.
         return Fit::TooLarge;
     }
-    let mut truncated = false;
-    let after_question = w.mark();
-    let needed = w.records(s.answers, room).and_then(|an| Some((an, w.records(s.authority, room)?)));
-    match needed {
-        Some((an, ns)) => {
-            counts[1] = an;
-            counts[2] = ns;
-            let after_authority = w.mark();
-            match w.records(s.additionals, room) {
-                Some(ar) => counts[3] = ar,
-                None => w.rewind(after_authority),
-            }
-        }
-        None if stream => return Fit::TooLarge,
-        None => {
-            w.rewind(after_question);
-            truncated = true;
-        }
+    let stream = matches!(fit, Limit::Stream);
+    let (an, all_an) = w.records(s.answers, room);
+    let (ns, all_ns) = if all_an { w.records(s.authority, room) } else { (0, false) };
+    let required = all_an && all_ns;
+    if stream && !required {
+        return Fit::TooLarge;
     }
+    let after_authority = w.mark();
+    let (mut ar, all_ar) = if required { w.records(s.additionals, room) } else { (0, s.additionals.is_empty()) };
+    if stream && !all_ar {
+        w.rewind(after_authority);
+        ar = 0;
+    }
+    let truncated = match fit {
+        Limit::Stream => false,
+        Limit::Udp(Truncation::Fill) => !required,
+        Limit::Udp(Truncation::CoreDns) => !required || !all_ar,
+    };
+    counts[1] = an;
+    counts[2] = ns;
+    counts[3] = ar;
     if let Some(payload) = edns_payload {
         w.buf.push(0); // root owner
         w.u16(OPT_TYPE);
@@ -150,15 +165,19 @@ impl Writer<'_> {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
 
-    /// Writes `records`; `None` (and the buffer left past `room`) when they do not all fit.
-    fn records(&mut self, records: &[Rr<'_>], room: usize) -> Option<u16> {
-        for r in records {
+    /// Writes `records` up to the first that does not fit in `room` (which is taken back out);
+    /// returns how many were written and whether that is all of them.
+    fn records(&mut self, records: &[Rr<'_>], room: usize) -> (u16, bool) {
+        for (i, r) in records.iter().enumerate() {
+            let before = self.mark();
             self.record(r);
             if self.buf.len() > room {
-                return None;
+                self.rewind(before);
+                // Each record takes at least 11 bytes, so no more than 65535 / 11 fit.
+                return (i as u16, false);
             }
         }
-        u16::try_from(records.len()).ok()
+        (records.len() as u16, true)
     }
 
     fn record(&mut self, r: &Rr<'_>) {
