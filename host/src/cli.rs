@@ -25,6 +25,16 @@ use crate::source::watch::{self, ManifestSource};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines on stderr look: text for people, json (one object per line) for log
+    /// pipelines. KDNS_LOG sets the level (info, debug, kdns_host=debug,...).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
