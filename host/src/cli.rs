@@ -83,6 +83,11 @@ pub struct EngineArgs {
     /// [default: kube-system/kube-dns].
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub ns_service: Option<String>,
+    /// A UDP answer too large for the client keeps as many whole records as fit; `fill` sets TC
+    /// only when an answer or authority record was left out (RFC 2181 9), `coredns` also when
+    /// an additional one was, as CoreDNS does.
+    #[arg(long, value_name = "fill|coredns", value_parser = ["fill", "coredns"], default_value = "fill")]
+    pub truncation: String,
 }
 
 /// The engine config and the host settings that came with it.
@@ -134,6 +139,10 @@ impl EngineArgs {
             ignore_empty_service: block.ignore_empty_service,
             ns_service: Some(v1::ServiceKey { namespace: namespace.into(), name: name.into() }),
             namespaces: block.namespaces,
+            truncation: match self.truncation.as_str() {
+                "coredns" => v1::Truncation::Coredns,
+                _ => v1::Truncation::Fill,
+            } as i32,
         };
         // Reject bad zones here, with the flag's name, rather than deep in an engine.
         kdns_core::Resolver::new(config.clone()).map_err(|e| anyhow::anyhow!("--zone: {e}"))?;
