@@ -61,6 +61,11 @@ impl Zone {
     pub fn contains(&self, lowered: &[&[u8]]) -> bool {
         lowered.len() >= self.labels && lowered[lowered.len() - self.labels..].iter().zip(&self.lowered).all(|(a, b)| *a == &b[..])
     }
+
+    /// Whether this zone lies strictly below a name, given as its lowercased labels.
+    pub fn is_below(&self, lowered: &[&[u8]]) -> bool {
+        self.labels > lowered.len() && self.lowered[self.labels - lowered.len()..].iter().zip(lowered).all(|(a, b)| &a[..] == *b)
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -14,7 +14,7 @@ use hickory_proto::rr::{Name, RecordType};
 use tinyvec::TinyVec;
 
 use crate::config::{PodMode, Settings, Zone};
-use crate::names::{parse_dashed_ip, parse_reverse, strip_underscore};
+use crate::names::{ReversePrefix, parse_dashed_ip, parse_reverse, parse_reverse_prefix, strip_underscore};
 use crate::record::{Dname, Rdata, Rr, Soa};
 use crate::store::{EndpointEntry, IpOwner, PortSpec, ServiceEntry, ServiceKind, Store};
 
@@ -29,6 +29,9 @@ const MAX_CNAME_CHAIN: usize = 8;
 const SOA_REFRESH: i32 = 7200;
 const SOA_RETRY: i32 = 1800;
 const SOA_EXPIRE: i32 = 86400;
+/// How many owners of a reverse network's addresses are looked at, when a `namespaces` filter
+/// may hide them, before the network counts as existing.
+const PREFIX_SCAN: usize = 64;
 
 /// The sections of an answer, before encoding; the records borrow from the question and the
 /// lookup.
@@ -86,14 +89,23 @@ impl<'a> Lookup<'a> {
             return Answer { rcode: ResponseCode::Refused, ..Answer::default() };
         }
         let mut ans = Answer { authoritative: true, ..Answer::default() };
-        let presence = self.records(qname, &labels, zone, reverse, qtype, &mut ans, 0);
+        let mut presence = self.records(qname, &labels, zone, reverse, qtype, &mut ans, 0);
+        if presence == Missing && self.zone_below(&labels) {
+            // Another served zone lies below the name: it is an empty non-terminal.
+            presence = Exists;
+        }
         if ans.answers.is_empty() {
-            ans.authority.push(self.soa(zone));
+            ans.authority.push(self.soa_in(zone_part(qname, &labels, zone)));
             if presence == Missing {
                 ans.rcode = ResponseCode::NXDomain;
             }
         }
         ans
+    }
+
+    /// Whether a served zone lies strictly below the name made of `labels`.
+    fn zone_below(&self, labels: &[&[u8]]) -> bool {
+        self.settings.zones.iter().chain(&self.settings.reverse_zones).any(|z| z.is_below(labels))
     }
 
     /// The records of `qname` (`labels`: its labels lowercased) in `zone`.
@@ -103,8 +115,9 @@ impl<'a> Lookup<'a> {
         'a: 'q,
     {
         let rel = &labels[..labels.len().saturating_sub(zone.labels)];
+        let zname = zone_part(qname, labels, zone);
         if rel.is_empty() {
-            self.apex(zone, qtype, ans);
+            self.apex(zone, zname, qtype, ans);
             return Exists;
         }
         if reverse {
@@ -124,7 +137,7 @@ impl<'a> Lookup<'a> {
                 }
                 Exists
             }
-            [segs @ .., b"svc"] => self.services(segs, qname, zone, qtype, ans, depth),
+            [segs @ .., b"svc"] => self.services(segs, qname, zname, qtype, ans, depth),
             [segs @ .., b"pod"] => self.pods(segs, qname, qtype, ans),
             _ => Missing,
         }
@@ -132,15 +145,16 @@ impl<'a> Lookup<'a> {
 
     // ----- zone apex -------------------------------------------------------------------------
 
-    fn apex<'q>(&self, zone: &'a Zone, qtype: RecordType, ans: &mut Answer<'q>)
+    /// `zname`: the zone as asked (the question itself, here).
+    fn apex<'q>(&self, zone: &'a Zone, zname: Dname<'q>, qtype: RecordType, ans: &mut Answer<'q>)
     where
         'a: 'q,
     {
         match qtype {
-            RecordType::SOA => ans.answers.push(self.soa(zone)),
+            RecordType::SOA => ans.answers.push(self.soa_in(zname)),
             RecordType::NS => {
-                let (target, glue) = self.ns_target();
-                ans.answers.push(Rr { owner: Dname::of(&zone.name), ttl: self.ttl(), data: Rdata::Ns(target) });
+                let (target, glue) = self.ns_target(zone, zname);
+                ans.answers.push(Rr { owner: zname, ttl: self.ttl(), data: Rdata::Ns(target) });
                 if let Some(svc) = glue {
                     self.push_addresses(target, RecordType::A, svc.cluster_ips.iter().copied(), &mut ans.additionals);
                     self.push_addresses(target, RecordType::AAAA, svc.cluster_ips.iter().copied(), &mut ans.additionals);
@@ -150,10 +164,16 @@ impl<'a> Lookup<'a> {
         }
     }
 
+    /// The SOA record of `zone`, its names as the zone is configured.
     pub fn soa(&self, zone: &'a Zone) -> Rr<'a> {
+        self.soa_in(Dname::of(&zone.name))
+    }
+
+    /// The SOA record of a zone named `zone` (owner, primary and mailbox in its case).
+    fn soa_in<'q>(&self, zone: Dname<'q>) -> Rr<'q> {
         let ttl = self.ttl();
-        let data = Rdata::Soa(Soa { zone: &zone.name, serial: self.store.serial, refresh: SOA_REFRESH, retry: SOA_RETRY, expire: SOA_EXPIRE, minimum: ttl });
-        Rr { owner: Dname::of(&zone.name), ttl, data }
+        let data = Rdata::Soa(Soa { zone, serial: self.store.serial, refresh: SOA_REFRESH, retry: SOA_RETRY, expire: SOA_EXPIRE, minimum: ttl });
+        Rr { owner: zone, ttl, data }
     }
 
     fn ns_service(&self) -> Option<&'a ServiceEntry> {
@@ -161,20 +181,27 @@ impl<'a> Lookup<'a> {
         self.store.service(ns.as_bytes(), name.as_bytes())
     }
 
-    /// The NS target (the `--ns-service` Service's name) and the service for its glue; when
-    /// that Service is absent, `ns.dns.<zone>` without glue.
-    fn ns_target(&self) -> (Dname<'a>, Option<&'a ServiceEntry>) {
-        let primary = &self.settings.primary_zone().name;
+    /// The NS target (the `--ns-service` Service's name, in the primary zone) and the service
+    /// for its glue; when that Service is absent, `ns.dns.<primary zone>` without glue. Asked
+    /// at the primary zone (`zname`, in the question's case), the target's zone part is in the
+    /// question's case, as CoreDNS's.
+    fn ns_target<'q>(&self, zone: &'a Zone, zname: Dname<'q>) -> (Dname<'q>, Option<&'a ServiceEntry>)
+    where
+        'a: 'q,
+    {
+        let primary = self.settings.primary_zone();
+        let base = if core::ptr::eq(zone, primary) { zname } else { Dname::of(&primary.name) };
         match self.ns_service() {
-            Some(svc) => (service_name(svc, primary), Some(svc)),
-            None => (Soa::primary_of(primary), None),
+            Some(svc) => (service_name(svc, base), Some(svc)),
+            None => (Soa::primary_of(base), None),
         }
     }
 
     // ----- <service>.<namespace>.svc.<zone> ---------------------------------------------------
 
+    /// `zname`: the zone as asked, in the question's case (SRV targets are made in it).
     #[allow(clippy::too_many_arguments)]
-    fn services<'q>(&self, segs: &[&[u8]], qname: &'q Name, zone: &'a Zone, qtype: RecordType, ans: &mut Answer<'q>, depth: usize) -> Presence
+    fn services<'q>(&self, segs: &[&[u8]], qname: &'q Name, zname: Dname<'q>, qtype: RecordType, ans: &mut Answer<'q>, depth: usize) -> Presence
     where
         'a: 'q,
     {
@@ -196,12 +223,34 @@ impl<'a> Lookup<'a> {
             _ => return Missing,
         };
         let Some(svc) = self.store.service(ns, segs[n - 2]) else { return Missing };
+        let presence = match svc.kind {
+            ServiceKind::ExternalName => return self.external_name(svc, endpoint.is_some() || port.is_some(), qname, qtype, ans, depth),
+            ServiceKind::ClusterIp if self.settings.ignore_empty_service && svc.endpoints.is_empty() => return Missing,
+            ServiceKind::Headless => self.endpoints(svc, endpoint, port, qname, zname, qtype, ans),
+            ServiceKind::ClusterIp if endpoint.is_some() => self.endpoints(svc, endpoint, port, qname, zname, qtype, ans),
+            ServiceKind::ClusterIp => self.cluster_ip(svc, port, qname, zname, qtype, ans),
+        };
+        match endpoint {
+            // `<x>.<service>...` that names no endpoint is the protocol label of the SRV names
+            // below it (`_<port>._<x>.<service>...`) when one of them exists: an empty
+            // non-terminal (RFC 8020), `_tcp.<service>` above `_http._tcp.<service>`.
+            Some(label) if presence == Missing && self.has_protocol(svc, strip_underscore(label)) => Exists,
+            _ => presence,
+        }
+    }
+
+    /// Whether some `_<port>._<proto>.<service>` name exists: a port with a number and
+    /// protocol `proto` (any when empty) among the service's ports (cluster IP) or among the
+    /// ports of a slice that has a published endpoint (headless), as the SRV lookups count them.
+    fn has_protocol(&self, svc: &ServiceEntry, proto: &[u8]) -> bool {
+        let any_port = Some((&b""[..], proto));
         match svc.kind {
-            ServiceKind::ExternalName => self.external_name(svc, endpoint.is_some() || port.is_some(), qname, qtype, ans, depth),
-            ServiceKind::ClusterIp if self.settings.ignore_empty_service && svc.endpoints.is_empty() => Missing,
-            ServiceKind::Headless => self.endpoints(svc, endpoint, port, qname, zone, qtype, ans),
-            ServiceKind::ClusterIp if endpoint.is_some() => self.endpoints(svc, endpoint, port, qname, zone, qtype, ans),
-            ServiceKind::ClusterIp => self.cluster_ip(svc, port, qname, zone, qtype, ans),
+            ServiceKind::ExternalName => false,
+            ServiceKind::ClusterIp => svc.ports.iter().any(|p| port_matches(any_port, p)),
+            ServiceKind::Headless => {
+                !self.settings.no_endpoints
+                    && (0..).zip(&svc.port_groups).any(|(g, ports)| ports.iter().any(|p| port_matches(any_port, p)) && svc.group_has_endpoints(g))
+            }
         }
     }
 
@@ -235,7 +284,7 @@ impl<'a> Lookup<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn cluster_ip<'q>(&self, svc: &'a ServiceEntry, port: PortQuery, qname: &'q Name, zone: &'a Zone, qtype: RecordType, ans: &mut Answer<'q>) -> Presence
+    fn cluster_ip<'q>(&self, svc: &'a ServiceEntry, port: PortQuery, qname: &'q Name, zname: Dname<'q>, qtype: RecordType, ans: &mut Answer<'q>) -> Presence
     where
         'a: 'q,
     {
@@ -250,7 +299,7 @@ impl<'a> Lookup<'a> {
             }
             RecordType::SRV => {
                 let weight = srv_weight(matching * svc.cluster_ips.len());
-                let target = service_name(svc, &zone.name);
+                let target = service_name(svc, zname);
                 if !svc.cluster_ips.is_empty() {
                     // Two ports with one number (53/UDP and 53/TCP) are one record: an RRset
                     // holds no duplicates (RFC 2181 5). The weight still counts both, as in CoreDNS.
@@ -271,7 +320,7 @@ impl<'a> Lookup<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn endpoints<'q>(&self, svc: &'a ServiceEntry, endpoint: Option<&[u8]>, port: PortQuery, qname: &'q Name, zone: &'a Zone, qtype: RecordType, ans: &mut Answer<'q>) -> Presence
+    fn endpoints<'q>(&self, svc: &'a ServiceEntry, endpoint: Option<&[u8]>, port: PortQuery, qname: &'q Name, zname: Dname<'q>, qtype: RecordType, ans: &mut Answer<'q>) -> Presence
     where
         'a: 'q,
     {
@@ -308,7 +357,7 @@ impl<'a> Lookup<'a> {
             }
             RecordType::SRV => {
                 let weight = srv_weight(pairs.len());
-                let svc_name = service_name(svc, &zone.name);
+                let svc_name = service_name(svc, zname);
                 ans.answers.reserve(pairs.len());
                 ans.additionals.reserve(pairs.len());
                 let mut seen_srv = Seen::default();
@@ -362,8 +411,14 @@ impl<'a> Lookup<'a> {
     where
         'a: 'q,
     {
-        let Some(ip) = parse_reverse(labels) else { return Missing };
-        let primary = &self.settings.primary_zone().name;
+        let Some(ip) = parse_reverse(labels) else {
+            // A network rather than an address: it exists when an address below it does.
+            return match parse_reverse_prefix(labels) {
+                Some(prefix) if self.network_named(prefix) => Exists,
+                _ => Missing,
+            };
+        };
+        let primary = Dname::of(&self.settings.primary_zone().name);
         let exposed = |svc: &&ServiceEntry| self.settings.namespace_exposed(svc.namespace().as_bytes());
         let owners = || self.store.ip_owners(ip);
         // A cluster IP names its service alone; otherwise every endpoint with the IP is named.
@@ -393,6 +448,30 @@ impl<'a> Lookup<'a> {
             }
         }
         presence
+    }
+
+    /// Whether an address in `prefix` has a PTR record: an empty non-terminal of the reverse
+    /// tree (`10.in-addr.arpa` above `7.1.244.10.in-addr.arpa`). Range queries on the sorted
+    /// IP index, O(log n): the first owner found answers, unless its namespace is filtered
+    /// out; after [`PREFIX_SCAN`] hidden owners the network counts as existing (a NODATA is
+    /// never wrong for a resolver, a NXDOMAIN hides what is below).
+    fn network_named(&self, prefix: ReversePrefix) -> bool {
+        let (low, high) = prefix.range();
+        let exposed = |service: u32| self.store.service_by_id(service).is_some_and(|s| self.settings.namespace_exposed(s.namespace().as_bytes()));
+        let cluster = self.store.cluster_ips_in(low, high).map(|(_, service)| service);
+        let endpoints = self.store.endpoint_ips_in(low, high).filter(|_| !self.settings.no_endpoints).map(|(_, service, _)| service);
+        let mut owners = cluster.chain(endpoints);
+        if self.settings.namespaces.is_empty() {
+            return owners.next().is_some();
+        }
+        let mut looked = 0;
+        for service in owners {
+            looked += 1;
+            if exposed(service) || looked >= PREFIX_SCAN {
+                return true;
+            }
+        }
+        false
     }
 
     // ----- helpers ------------------------------------------------------------------------------
@@ -491,8 +570,13 @@ fn address_record(owner: Dname<'_>, ttl: u32, ip: IpAddr) -> Rr<'_> {
 }
 
 /// `<service>.<namespace>.svc.<zone>`.
-fn service_name<'a>(svc: &'a ServiceEntry, zone: &'a Name) -> Dname<'a> {
-    Dname::under_or_base(zone, &[svc.name().as_bytes(), svc.namespace().as_bytes(), b"svc"])
+fn service_name<'a>(svc: &'a ServiceEntry, zone: Dname<'a>) -> Dname<'a> {
+    zone.prefixed_or_self(&[svc.name().as_bytes(), svc.namespace().as_bytes(), b"svc"])
+}
+
+/// The zone part of `qname` (`labels`: its labels), in the question's case.
+fn zone_part<'q>(qname: &'q Name, labels: &[&[u8]], zone: &Zone) -> Dname<'q> {
+    Dname::suffix(qname, labels.len().saturating_sub(zone.labels))
 }
 
 #[cfg(test)]

@@ -131,6 +131,59 @@ pub fn parse_reverse(labels: &[&[u8]]) -> Option<IpAddr> {
     None
 }
 
+/// A reverse name above an address: the first `len` octets (IPv4) or nibbles (IPv6), the
+/// rest zero. `len` may be 0 (`in-addr.arpa` itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReversePrefix {
+    V4 { octets: [u8; 4], len: u8 },
+    V6 { bytes: [u8; 16], nibbles: u8 },
+}
+
+impl ReversePrefix {
+    /// The lowest and highest address in the network.
+    pub fn range(self) -> (IpAddr, IpAddr) {
+        match self {
+            ReversePrefix::V4 { octets, len } => {
+                let low = u32::from_be_bytes(octets);
+                let high = low | u32::MAX.checked_shr(8 * u32::from(len)).unwrap_or(0);
+                (IpAddr::V4(Ipv4Addr::from(low)), IpAddr::V4(Ipv4Addr::from(high)))
+            }
+            ReversePrefix::V6 { bytes, nibbles } => {
+                let low = u128::from_be_bytes(bytes);
+                let high = low | u128::MAX.checked_shr(4 * u32::from(nibbles)).unwrap_or(0);
+                (IpAddr::V6(Ipv6Addr::from(low)), IpAddr::V6(Ipv6Addr::from(high)))
+            }
+        }
+    }
+}
+
+/// The network named by a partial reverse name (labels lowercase, leftmost first, without the
+/// root): 0 to 3 decimal octets under `in-addr.arpa`, or 0 to 31 nibbles under `ip6.arpa`.
+/// `None` for a full address (see [`parse_reverse`]) or anything else.
+pub fn parse_reverse_prefix(labels: &[&[u8]]) -> Option<ReversePrefix> {
+    let n = labels.len();
+    if (2..6).contains(&n) && labels[n - 2] == b"in-addr" && labels[n - 1] == b"arpa" {
+        let len = n - 2;
+        let mut octets = [0u8; 4];
+        for (i, label) in labels[..len].iter().enumerate() {
+            octets[len - 1 - i] = parse_octet(label)?;
+        }
+        return Some(ReversePrefix::V4 { octets, len: len as u8 });
+    }
+    if (2..34).contains(&n) && labels[n - 2] == b"ip6" && labels[n - 1] == b"arpa" {
+        let nibbles = n - 2;
+        let mut bytes = [0u8; 16];
+        for (i, label) in labels[..nibbles].iter().enumerate() {
+            let [c] = label else { return None };
+            let nibble = (*c as char).to_digit(16)? as u8;
+            let pos = nibbles - 1 - i;
+            bytes[pos / 2] |= if pos % 2 == 0 { nibble << 4 } else { nibble };
+        }
+        return Some(ReversePrefix::V6 { bytes, nibbles: nibbles as u8 });
+    }
+    None
+}
+
 fn parse_octet(label: &[u8]) -> Option<u8> {
     if label.is_empty() || label.len() > 3 || (label.len() > 1 && label[0] == b'0') {
         return None;
@@ -186,6 +239,28 @@ mod tests {
         assert_eq!(parse_dashed_ip(b"10-244-1"), None);
         assert_eq!(parse_dashed_ip(b"10-244-1-256"), None);
         assert_eq!(parse_dashed_ip(b""), None);
+    }
+
+    #[test]
+    fn reverse_prefixes() {
+        let split = |s: &'static str| -> Vec<&'static [u8]> { s.split('.').map(str::as_bytes).collect() };
+        let p = parse_reverse_prefix(&split("244.10.in-addr.arpa")).unwrap();
+        assert_eq!(p.range(), ("10.244.0.0".parse().unwrap(), "10.244.255.255".parse().unwrap()));
+        let p = parse_reverse_prefix(&split("in-addr.arpa")).unwrap();
+        assert_eq!(p.range(), ("0.0.0.0".parse().unwrap(), "255.255.255.255".parse().unwrap()));
+        let p = parse_reverse_prefix(&split("1.244.10.in-addr.arpa")).unwrap();
+        assert_eq!(p.range(), ("10.244.1.0".parse().unwrap(), "10.244.1.255".parse().unwrap()));
+        assert_eq!(parse_reverse_prefix(&split("7.1.244.10.in-addr.arpa")), None, "a full address");
+        assert_eq!(parse_reverse_prefix(&split("010.in-addr.arpa")), None);
+        assert_eq!(parse_reverse_prefix(&split("256.in-addr.arpa")), None);
+        let p = parse_reverse_prefix(&split("0.0.d.f.ip6.arpa")).unwrap();
+        assert_eq!(p.range(), ("fd00::".parse().unwrap(), "fd00:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap()));
+        let p = parse_reverse_prefix(&split("1.0.0.d.f.ip6.arpa")).unwrap();
+        assert_eq!(p.range(), ("fd00:1000::".parse().unwrap(), "fd00:1fff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap()));
+        let p = parse_reverse_prefix(&split("ip6.arpa")).unwrap();
+        assert_eq!(p.range().0, "::".parse::<IpAddr>().unwrap());
+        assert_eq!(parse_reverse_prefix(&split("10.0.d.f.ip6.arpa")), None, "a label of two nibbles");
+        assert_eq!(parse_reverse_prefix(&split("x.ip6.arpa")), None);
     }
 
     #[test]

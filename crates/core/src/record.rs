@@ -19,36 +19,58 @@ const MAX_LABEL: usize = 63;
 
 /// A domain name: an optional endpoint label and up to three more labels in front of a name
 /// it borrows (the question, a zone, an ExternalName target). Building one allocates nothing.
+///
+/// The borrowed name may be cut short in front (`skip`): the zone part of a question, in the
+/// question's own case, is the question's last labels (CoreDNS answers with
+/// `zone = qname[len(qname)-len(zone):]`, "maintain case of original query").
 #[derive(Clone, Copy)]
 pub struct Dname<'a> {
     /// An endpoint's label, held here because dashed-IP labels are formatted per answer.
     head: Option<EndpointLabel<'a>>,
     labels: [&'a [u8]; 3],
     count: u8,
+    /// Leading labels of `base` left out.
+    skip: u8,
     base: &'a Name,
 }
 
 impl<'a> Dname<'a> {
     /// `base` itself.
     pub fn of(base: &'a Name) -> Self {
-        Dname { head: None, labels: [&[]; 3], count: 0, base }
+        Dname { head: None, labels: [&[]; 3], count: 0, skip: 0, base }
+    }
+
+    /// `base` without its first `skip` labels (a suffix of it, in its case).
+    pub fn suffix(base: &'a Name, skip: usize) -> Self {
+        Dname { skip: skip.min(usize::from(u8::MAX)) as u8, ..Dname::of(base) }
     }
 
     /// `labels` (leftmost first, at most three) in front of `base`; `None` when the name would be
     /// longer than DNS allows or a label is empty or too long.
     pub fn under(base: &'a Name, labels: &[&'a [u8]]) -> Option<Self> {
-        let mut d = Dname::of(base);
+        Dname::of(base).prefixed(labels)
+    }
+
+    /// `labels` (leftmost first, at most three) in front of this name, which has none yet;
+    /// `None` when the name would be too long or a label is empty or too long.
+    pub fn prefixed(self, labels: &[&'a [u8]]) -> Option<Self> {
+        let mut d = self;
         for (slot, label) in d.labels.iter_mut().zip(labels) {
             *slot = label;
         }
         d.count = labels.len().min(3) as u8;
-        (labels.len() <= 3 && d.valid()).then_some(d)
+        (self.head.is_none() && self.count == 0 && labels.len() <= 3 && d.valid()).then_some(d)
     }
 
     /// [`Dname::under`], or `base` itself when the name would be too long: the labels here are
     /// validated ones, so only a very long zone gets there, and it must not fail an answer.
     pub fn under_or_base(base: &'a Name, labels: &[&'a [u8]]) -> Self {
-        Dname::under(base, labels).unwrap_or(Dname::of(base))
+        Dname::of(base).prefixed_or_self(labels)
+    }
+
+    /// [`Dname::prefixed`], or this name itself when that would be too long.
+    pub fn prefixed_or_self(self, labels: &[&'a [u8]]) -> Self {
+        self.prefixed(labels).unwrap_or(self)
     }
 
     /// `label` in front of this name (which has none yet); `None` when too long.
@@ -59,7 +81,7 @@ impl<'a> Dname<'a> {
 
     fn valid(&self) -> bool {
         let own = self.own_labels();
-        let len: usize = own.clone().chain(self.base.iter()).map(|l| l.len() + 1).sum::<usize>() + 1;
+        let len: usize = own.clone().chain(self.base_labels()).map(|l| l.len() + 1).sum::<usize>() + 1;
         len <= MAX_NAME && own.into_iter().all(|l| !l.is_empty() && l.len() <= MAX_LABEL)
     }
 
@@ -68,22 +90,31 @@ impl<'a> Dname<'a> {
         head.into_iter().chain(self.labels[..usize::from(self.count)].iter().copied())
     }
 
+    /// The labels of the borrowed name that are part of this one.
+    fn base_labels(&self) -> impl DoubleEndedIterator<Item = &'a [u8]> + 'a {
+        self.base.iter().skip(usize::from(self.skip))
+    }
+
     /// Every label, leftmost first.
     pub fn labels(&self) -> impl DoubleEndedIterator<Item = &[u8]> + '_ {
-        self.own_labels().chain(self.base.iter())
+        self.own_labels().chain(self.base_labels())
     }
 
     /// Whether this is exactly `name` borrowed as it is (no labels added in front).
     pub fn is(&self, name: &Name) -> bool {
-        self.head.is_none() && self.count == 0 && core::ptr::eq(self.base, name)
+        self.head.is_none() && self.count == 0 && self.skip == 0 && core::ptr::eq(self.base, name)
     }
 
     /// The name as a hickory `Name` (allocates).
     pub fn to_name(&self) -> Name {
-        let mut name = self.base.clone();
+        let base = match self.skip {
+            0 => self.base.clone(),
+            _ => Name::from_labels(self.base_labels()).unwrap_or_else(|_| self.base.clone()),
+        };
+        let mut name = base.clone();
         for label in self.own_labels().rev() {
             // Checked by `valid` when this name was made.
-            name = name.prepend_label(label).unwrap_or_else(|_| self.base.clone());
+            name = name.prepend_label(label).unwrap_or_else(|_| base.clone());
         }
         name
     }
@@ -107,7 +138,8 @@ pub enum Rdata<'a> {
 /// as CoreDNS has them.
 #[derive(Clone, Copy)]
 pub struct Soa<'a> {
-    pub zone: &'a Name,
+    /// The zone, in the case it is answered in (the question's, as CoreDNS).
+    pub zone: Dname<'a>,
     pub serial: u32,
     pub refresh: i32,
     pub retry: i32,
@@ -117,8 +149,8 @@ pub struct Soa<'a> {
 
 impl<'a> Soa<'a> {
     /// `ns.dns.<zone>`: the SOA's primary, and the NS target when no name server Service exists.
-    pub fn primary_of(zone: &'a Name) -> Dname<'a> {
-        Dname::under_or_base(zone, &[b"ns", b"dns"])
+    pub fn primary_of(zone: Dname<'a>) -> Dname<'a> {
+        zone.prefixed_or_self(&[b"ns", b"dns"])
     }
 
     pub fn mname(&self) -> Dname<'a> {
@@ -126,7 +158,7 @@ impl<'a> Soa<'a> {
     }
 
     pub fn rname(&self) -> Dname<'a> {
-        Dname::under_or_base(self.zone, &[b"hostmaster"])
+        self.zone.prefixed_or_self(&[b"hostmaster"])
     }
 }
 

@@ -142,6 +142,13 @@ impl ServiceEntry {
             .map(|i| (*i, &self.endpoints[*i as usize]))
     }
 
+    /// Whether endpoint group (slice) `group` has a published endpoint. Endpoints are kept in
+    /// group order (see `build_service`), so this is a binary search.
+    pub fn group_has_endpoints(&self, group: u16) -> bool {
+        let at = self.endpoints.partition_point(|e| e.group < group);
+        self.endpoints.get(at).is_some_and(|e| e.group == group)
+    }
+
     fn sort_labels(&mut self, pod_names: bool) {
         let mut by_label: Box<[u32]> = (0..self.endpoints.len() as u32).collect();
         let key = |i: &u32| self.label(&self.endpoints[*i as usize], pod_names);
@@ -251,6 +258,27 @@ impl IpIndex {
         };
         let endpoints = v4.into_iter().flatten().chain(v6.into_iter().flatten());
         cluster.chain(endpoints.map(|(service, endpoint)| IpOwner::Endpoint { service, endpoint }))
+    }
+
+    /// The cluster IPs from `low` to `high` (one family), with their service ids.
+    fn cluster_in(&self, low: IpAddr, high: IpAddr) -> impl Iterator<Item = (IpAddr, u32)> + '_ {
+        self.cluster.range((low, 0)..=(high, u32::MAX)).copied()
+    }
+
+    /// The endpoint addresses from `low` to `high` (one family), with (service id, endpoint).
+    fn endpoints_in(&self, low: IpAddr, high: IpAddr) -> impl Iterator<Item = (IpAddr, u32, u32)> + '_ {
+        let (v4, v6) = match (low, high) {
+            (IpAddr::V4(l), IpAddr::V4(h)) if l <= h => {
+                let (l, h) = (u32::from(l), u32::from(h));
+                (Some(self.v4.range((l, 0, 0)..=(h, u32::MAX, u32::MAX)).map(|(a, s, e)| (IpAddr::from(core::net::Ipv4Addr::from(*a)), *s, *e))), None)
+            }
+            (IpAddr::V6(l), IpAddr::V6(h)) if l <= h => {
+                let (l, h) = (l.octets(), h.octets());
+                (None, Some(self.v6.range((l, 0, 0)..=(h, u32::MAX, u32::MAX)).map(|(a, s, e)| (IpAddr::from(*a), *s, *e))))
+            }
+            _ => (None, None),
+        };
+        v4.into_iter().flatten().chain(v6.into_iter().flatten())
     }
 
     /// Every indexed IP, in order, once each.
@@ -404,6 +432,18 @@ impl Store {
     /// Who owns `ip`: its service's cluster IP first, then endpoints by service and position.
     pub fn ip_owners(&self, ip: IpAddr) -> impl Iterator<Item = IpOwner> + '_ {
         self.ips.owners(ip)
+    }
+
+    /// Cluster IPs from `low` to `high` (both of one family) with their service ids, in order.
+    pub fn cluster_ips_in(&self, low: IpAddr, high: IpAddr) -> impl Iterator<Item = (IpAddr, u32)> + '_ {
+        let valid = low <= high && low.is_ipv4() == high.is_ipv4();
+        self.ips.cluster_in(low, if valid { high } else { low }).filter(move |_| valid)
+    }
+
+    /// Endpoint addresses from `low` to `high` (both of one family) with (service id, endpoint
+    /// index), in order.
+    pub fn endpoint_ips_in(&self, low: IpAddr, high: IpAddr) -> impl Iterator<Item = (IpAddr, u32, u32)> + '_ {
+        self.ips.endpoints_in(low, high)
     }
 
     pub fn pod_exists(&self, ip: IpAddr, ns: &[u8]) -> bool {

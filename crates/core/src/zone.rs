@@ -90,6 +90,14 @@ impl Lookup<'_> {
     }
 }
 
+/// Whether a client holding a zone at serial `client` is up to date with the zone at serial
+/// `current`: the same serial or a later one in serial arithmetic (RFC 1982). An IXFR query
+/// whose SOA says so is answered with the current SOA alone (RFC 1995 4).
+pub fn ixfr_is_current(client: u32, current: u32) -> bool {
+    // RFC 1982 3.2: s1 > s2 when s1 is ahead by less than 2^31.
+    client == current || (client.wrapping_sub(current) as i32) > 0
+}
+
 /// `labels` (leftmost first) under `parent`; `None` if the name would be invalid.
 fn child(parent: &Name, labels: &[&[u8]]) -> Option<Name> {
     let mut name = parent.clone();
