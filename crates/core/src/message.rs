@@ -1,17 +1,18 @@
 //! The wire: a DNS query message in, a DNS response message out.
 //!
 //! The query is parsed by hickory-proto (`no_std` + alloc); the response is written by
-//! `wire.rs`. This layer owns protocol hygiene: FORMERR/NOTIMP/BADVERS, EDNS0, and the size
-//! the client can take.
+//! `wire.rs`. This layer owns protocol hygiene: FORMERR/NOTIMP/BADVERS, EDNS0 (the DO bit),
+//! TSIG (no keys: BADKEY), and the size the client can take.
 
 use alloc::vec::Vec;
 
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
-use hickory_proto::rr::DNSClass;
+use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-use crate::lookup::{Answer, Lookup};
 use crate::config::Truncation;
-use crate::wire::{Fit, Head, Limit, Sections, write_response};
+use crate::lookup::{Answer, Lookup};
+use crate::wire::{Fit, Head, Limit, Opt, Sections, TsigError, write_response};
 
 /// UDP payload size kdns advertises in its OPT record (the DNS Flag Day 2020 value).
 pub const ADVERTISED_UDP_SIZE: u16 = 1232;
@@ -21,6 +22,10 @@ pub const CLASSIC_UDP_SIZE: u16 = 512;
 pub const STREAM: u16 = 0;
 
 const HEADER_LEN: usize = 12;
+const OPT_TYPE: u16 = 41;
+const TSIG_TYPE: u16 = 250;
+/// TSIG error "key not recognized" (RFC 8945 5.2).
+const BADKEY: u16 = 17;
 
 /// Answers one query message. `max_udp` is the largest UDP response the host will send, or
 /// [`STREAM`] (0) for TCP. Returns `None` when nothing must be sent: the input is shorter
@@ -31,7 +36,7 @@ pub fn respond(lookup: &Lookup<'_>, query: &[u8], max_udp: u16) -> Option<Vec<u8
     }
     let request = match Message::from_vec(query) {
         Ok(m) => m,
-        Err(_) => return Some(header_only(query, ResponseCode::FormErr)),
+        Err(_) => return Some(malformed(lookup, query, max_udp)),
     };
     let mut head = Head {
         id: request.id,
@@ -41,24 +46,48 @@ pub fn respond(lookup: &Lookup<'_>, query: &[u8], max_udp: u16) -> Option<Vec<u8
         checking_disabled: request.checking_disabled,
         rcode: ResponseCode::NoError,
     };
-    let reply = Reply { query, max_udp, client_edns: request.edns.as_ref(), truncation: lookup.settings.truncation };
-    if let Some(req_edns) = &request.edns
-        && req_edns.version() > 0 {
-            head.rcode = ResponseCode::BADVERS;
-            return Some(reply.write(head, &[], &Answer::default()));
+    let client = request.edns.as_ref().map(ClientOpt::of);
+    let reply = Reply::new(lookup, query, max_udp, client);
+    if client.is_some_and(|c| c.version > 0) {
+        // RFC 6891 6.1.3; the question is echoed, the OPT says version 0.
+        head.rcode = ResponseCode::BADVERS;
+        return Some(reply.error(head, &request.queries, None));
+    }
+    match signature(&request, query) {
+        Signature::None => {}
+        Signature::Misplaced => {
+            // RFC 8945 5.1: one TSIG RR, the last of the additional section.
+            head.rcode = ResponseCode::FormErr;
+            return Some(reply.error(head, &request.queries, None));
         }
+        Signature::Tsig(record, tsig) => {
+            // kdns holds no TSIG keys, so no key is known (RFC 8945 5.2: NOTAUTH, TSIG error
+            // BADKEY, the response unsigned as 5.3.2 says), as Knot answers an unknown key.
+            let algorithm = tsig.algorithm.to_name();
+            let error = TsigError {
+                key: &record.name,
+                algorithm: &algorithm,
+                time_signed: tsig.time,
+                fudge: tsig.fudge,
+                original_id: request.id,
+                error: BADKEY,
+            };
+            head.rcode = ResponseCode::NotAuth;
+            return Some(reply.error(head, &request.queries, Some(&error)));
+        }
+    }
     if request.op_code != OpCode::Query {
         head.rcode = ResponseCode::NotImp;
-        return Some(reply.write(head, &request.queries, &Answer::default()));
+        return Some(reply.error(head, &request.queries, None));
     }
     if request.queries.len() != 1 {
         head.rcode = ResponseCode::FormErr;
-        return Some(reply.write(head, &[], &Answer::default()));
+        return Some(reply.error(head, &request.queries, None));
     }
     let question = &request.queries[0];
     if question.query_class() != DNSClass::IN {
         head.rcode = ResponseCode::Refused;
-        return Some(reply.write(head, core::slice::from_ref(question), &Answer::default()));
+        return Some(reply.error(head, core::slice::from_ref(question), None));
     }
     let answer = lookup.answer(question.name(), question.query_type());
     head.rcode = answer.rcode;
@@ -66,35 +95,198 @@ pub fn respond(lookup: &Lookup<'_>, query: &[u8], max_udp: u16) -> Option<Vec<u8
     Some(reply.write(head, core::slice::from_ref(question), &answer))
 }
 
+/// What the query's OPT record says (RFC 6891).
+#[derive(Clone, Copy, Debug)]
+struct ClientOpt {
+    payload: u16,
+    version: u8,
+    dnssec_ok: bool,
+}
+
+impl ClientOpt {
+    fn of(edns: &Edns) -> Self {
+        ClientOpt {
+            payload: edns.max_payload(),
+            version: edns.version(),
+            dnssec_ok: edns.flags().dnssec_ok,
+        }
+    }
+}
+
+/// The query's TSIG record, if it has one.
+enum Signature<'m> {
+    None,
+    /// More than one TSIG record, or one that is not the last record.
+    Misplaced,
+    Tsig(&'m Record, &'m hickory_proto::rr::rdata::TSIG),
+}
+
+/// hickory-proto (without its DNSSEC features) leaves a TSIG record among the additionals (it
+/// has already refused one in another section) and takes the OPT record out of them, so the
+/// message itself (`query`) says whether the TSIG record is the last one.
+fn signature<'m>(request: &'m Message, query: &[u8]) -> Signature<'m> {
+    let is_tsig = |r: &&Record| r.record_type() == RecordType::TSIG;
+    let additionals = &request.additionals;
+    match (additionals.iter().filter(is_tsig).count(), additionals.last()) {
+        (0, _) => Signature::None,
+        (1, Some(last)) => match &last.data {
+            RData::TSIG(tsig) if last_record_type(query) == Some(TSIG_TYPE) => Signature::Tsig(last, tsig),
+            _ => Signature::Misplaced,
+        },
+        _ => Signature::Misplaced,
+    }
+}
+
+/// The type of the last record of a message (read raw).
+fn last_record_type(msg: &[u8]) -> Option<u16> {
+    let count = |at: usize| usize::from(u16::from_be_bytes([msg[at], msg[at + 1]]));
+    let mut at = HEADER_LEN;
+    for _ in 0..count(4) {
+        at = skip_name(msg, at)? + 4;
+    }
+    let mut last = None;
+    for _ in 0..count(6) + count(8) + count(10) {
+        let record = raw_record(msg, at)?;
+        last = Some(record.rtype);
+        at = record.end;
+    }
+    last
+}
+
+/// The reply to a query hickory-proto does not parse: FORMERR (BADVERS if its OPT asks for a
+/// later EDNS version, whose options may mean something else), with the questions and the OPT
+/// record when they can still be read (RFC 6891 7: a reply to a query with OPT carries OPT,
+/// e.g. for an invalid Client Subnet option), else the bare header.
+fn malformed(lookup: &Lookup<'_>, query: &[u8], max_udp: u16) -> Vec<u8> {
+    let (questions, client) = salvage(query);
+    if questions.is_empty() && client.is_none() {
+        return header_only(query, ResponseCode::FormErr);
+    }
+    let head = Head {
+        id: u16::from_be_bytes([query[0], query[1]]),
+        op_code: OpCode::from_u8((query[2] >> 3) & 0x0f),
+        authoritative: false,
+        recursion_desired: query[2] & 0x01 != 0,
+        checking_disabled: query[3] & 0x10 != 0,
+        rcode: if client.is_some_and(|c| c.version > 0) { ResponseCode::BADVERS } else { ResponseCode::FormErr },
+    };
+    Reply::new(lookup, query, max_udp, client).error(head, &questions, None)
+}
+
+/// What can be read of a message that does not parse: its questions, if every one parses, and
+/// the first OPT record of its additional section, if the records before it can be stepped over.
+fn salvage(query: &[u8]) -> (Vec<Query>, Option<ClientOpt>) {
+    let count = |at: usize| usize::from(u16::from_be_bytes([query[at], query[at + 1]]));
+    let mut decoder = BinDecoder::new(query);
+    if decoder.read_slice(HEADER_LEN).is_err() {
+        return (Vec::new(), None);
+    }
+    let mut questions = Vec::new();
+    for _ in 0..count(4) {
+        match Query::read(&mut decoder) {
+            Ok(q) => questions.push(q),
+            Err(_) => return (Vec::new(), None),
+        }
+    }
+    let mut at = decoder.index();
+    let before_additional = count(6) + count(8);
+    for i in 0..before_additional + count(10) {
+        let Some(record) = raw_record(query, at) else { break };
+        if i >= before_additional && record.rtype == OPT_TYPE {
+            return (questions, Some(raw_opt(&record)));
+        }
+        at = record.end;
+    }
+    (questions, None)
+}
+
+/// A resource record's fixed fields and RDATA, read without interpreting them.
+struct RawRecord<'a> {
+    rtype: u16,
+    class: u16,
+    ttl: u32,
+    end: usize,
+    _rdata: core::marker::PhantomData<&'a [u8]>,
+}
+
+/// Where the name at `at` ends: after its labels up to the root or a compression pointer.
+fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(at)?;
+        match len & 0xC0 {
+            0x00 if len == 0 => return Some(at + 1),
+            0x00 => at += 1 + usize::from(len),
+            0xC0 => return Some(at + 2),
+            _ => return None,
+        }
+    }
+}
+
+fn raw_record(msg: &[u8], at: usize) -> Option<RawRecord<'_>> {
+    let at = skip_name(msg, at)?;
+    let fixed = msg.get(at..at + 10)?;
+    let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+    let class = u16::from_be_bytes([fixed[2], fixed[3]]);
+    let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+    let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+    let start = at + 10;
+    msg.get(start..start + rdlen)?;
+    Some(RawRecord { rtype, class, ttl, end: start + rdlen, _rdata: core::marker::PhantomData })
+}
+
+/// An OPT record's fields (its options are not looked at).
+fn raw_opt(record: &RawRecord<'_>) -> ClientOpt {
+    ClientOpt { payload: record.class, version: (record.ttl >> 16) as u8, dnssec_ok: record.ttl & 0x8000 != 0 }
+}
+
 /// How a reply must be shaped: the query it answers, the host's UDP limit, the client's EDNS
 /// and when a short reply gets TC.
 struct Reply<'a> {
     query: &'a [u8],
     max_udp: u16,
-    client_edns: Option<&'a Edns>,
+    client: Option<ClientOpt>,
     truncation: Truncation,
 }
 
-impl Reply<'_> {
+impl<'a> Reply<'a> {
+    fn new(lookup: &Lookup<'a>, query: &'a [u8], max_udp: u16, client: Option<ClientOpt>) -> Self {
+        Reply { query, max_udp, client, truncation: lookup.settings.truncation }
+    }
+
+    /// Encodes the response within the size the client can take, or SERVFAIL (see
+    /// [`Reply::encode`]).
+    fn write(&self, head: Head, questions: &[Query], answer: &Answer) -> Vec<u8> {
+        self.encode(head, questions, answer, None).unwrap_or_else(|| header_only(self.query, ResponseCode::ServFail))
+    }
+
+    /// An error reply (no records): the questions echoed, or left out when they do not fit
+    /// (a NOTIMP or FORMERR echoing many long questions).
+    fn error(&self, head: Head, questions: &[Query], tsig: Option<&TsigError<'_>>) -> Vec<u8> {
+        let none = Answer::default();
+        self.encode(head, questions, &none, tsig)
+            .or_else(|| self.encode(head, &[], &none, tsig))
+            .unwrap_or_else(|| header_only(self.query, head.rcode))
+    }
+
     /// Encodes the response within the size the client can take. Over UDP, when the full answer
     /// does not fit, as many whole records as fit are kept in section order, and TC is set as
     /// `truncation` says (see [`write_response`]). Over a stream answer and authority go whole
-    /// (else SERVFAIL), the additional section whole or not at all.
-    fn write(&self, head: Head, questions: &[Query], answer: &Answer) -> Vec<u8> {
+    /// (else `None`), the additional section whole or not at all.
+    fn encode(&self, head: Head, questions: &[Query], answer: &Answer, tsig: Option<&TsigError<'_>>) -> Option<Vec<u8>> {
         let stream = self.max_udp == STREAM;
         let limit = if stream {
             usize::from(u16::MAX)
         } else {
-            let client = self.client_edns.map_or(CLASSIC_UDP_SIZE, |e| e.max_payload().max(CLASSIC_UDP_SIZE));
+            let client = self.client.map_or(CLASSIC_UDP_SIZE, |e| e.payload.max(CLASSIC_UDP_SIZE));
             usize::from(client.min(self.max_udp.max(CLASSIC_UDP_SIZE)))
         };
         let advertised = if stream { ADVERTISED_UDP_SIZE } else { self.max_udp.max(CLASSIC_UDP_SIZE) };
-        let edns_payload = self.client_edns.map(|_| advertised);
+        let opt = self.client.map(|c| Opt { payload: advertised, dnssec_ok: c.dnssec_ok, nsid: None });
         let sections = Sections { questions, answers: &answer.answers, authority: &answer.authority, additionals: &answer.additionals };
         let fit = if stream { Limit::Stream } else { Limit::Udp(self.truncation) };
-        match write_response(head, &sections, edns_payload, limit, fit) {
-            Fit::Whole(bytes) => bytes,
-            Fit::TooLarge => header_only(self.query, ResponseCode::ServFail),
+        match write_response(head, &sections, opt, tsig, limit, fit) {
+            Fit::Whole(bytes) => Some(bytes),
+            Fit::TooLarge => None,
         }
     }
 }

@@ -22,6 +22,9 @@ const HEADER_LEN: usize = 12;
 /// An OPT record without options: root owner, type, class, TTL, RDLENGTH.
 const OPT_LEN: usize = 11;
 const OPT_TYPE: u16 = 41;
+const NSID_OPTION: u16 = 3;
+const TSIG_TYPE: u16 = 250;
+const CLASS_ANY: u16 = 255;
 /// Offsets a compression pointer can reach (14 bits).
 const POINTER_RANGE: usize = 0x4000;
 
@@ -34,6 +37,42 @@ pub(crate) struct Head {
     pub recursion_desired: bool,
     pub checking_disabled: bool,
     pub rcode: ResponseCode,
+}
+
+/// The OPT record of a response (RFC 6891): the UDP size advertised, the DO bit copied from the
+/// query (RFC 3225: "MUST copy the DO bit"), and the NSID option when asked for and configured.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Opt<'a> {
+    pub payload: u16,
+    pub dnssec_ok: bool,
+    pub nsid: Option<&'a [u8]>,
+}
+
+impl Opt<'_> {
+    fn len(&self) -> usize {
+        OPT_LEN + self.nsid.map_or(0, |id| 4 + id.len())
+    }
+}
+
+/// An unsigned TSIG record carrying an error (RFC 8945 5.3.2: MAC size 0, no MAC), the last
+/// record of the response: owner, algorithm, time signed and fudge as the query's TSIG had them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TsigError<'a> {
+    pub key: &'a Name,
+    pub algorithm: &'a Name,
+    pub time_signed: u64,
+    pub fudge: u16,
+    pub original_id: u16,
+    pub error: u16,
+}
+
+impl TsigError<'_> {
+    fn len(&self) -> usize {
+        let name = |n: &Name| n.iter().map(|l| l.len().min(63) + 1).sum::<usize>() + 1;
+        // owner, type, class, TTL, RDLENGTH; algorithm, time (48 bits), fudge, MAC size,
+        // original ID, error, other length.
+        name(self.key) + 10 + name(self.algorithm) + 6 + 2 + 2 + 2 + 2 + 2
+    }
 }
 
 /// The sections to write, in order.
@@ -63,13 +102,13 @@ pub(crate) enum Fit {
     TooLarge,
 }
 
-/// Writes the response. `edns_payload`: the UDP size to advertise in an OPT record, if the
-/// query had one; its room is kept free within `limit`. Over UDP the records that fit are
+/// Writes the response. `opt`: the OPT record, if the query had one; `tsig`: a TSIG error record
+/// after it. Their room is kept free within `limit`. Over UDP the records that fit are
 /// written in order and the first that does not ends the message: TC is set when an answer or
 /// authority record was left out, and, with [`Truncation::CoreDns`], when an additional one was
 /// (miekg/dns `Msg.Truncate`, which CoreDNS applies to every response). Over a stream see
 /// [`Limit::Stream`]. A question section over `limit` is [`Fit::TooLarge`].
-pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<u16>, limit: usize, fit: Limit) -> Fit {
+pub(crate) fn write_response(head: Head, s: &Sections<'_>, opt: Option<Opt<'_>>, tsig: Option<&TsigError<'_>>, limit: usize, fit: Limit) -> Fit {
     // Sized for the common UDP answer so that it is not grown while written.
     let mut w = Writer { buf: Vec::with_capacity(limit.min(usize::from(crate::message::ADVERTISED_UDP_SIZE))), suffixes: TinyVec::new(), question: None };
     w.buf.resize(HEADER_LEN, 0);
@@ -81,7 +120,7 @@ pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<
     }
     w.question = s.questions.first().map(Query::name);
     counts[0] = s.questions.len().min(usize::from(u16::MAX)) as u16;
-    let room = limit.saturating_sub(if edns_payload.is_some() { OPT_LEN } else { 0 });
+    let room = limit.saturating_sub(opt.map_or(0, |o| o.len()) + tsig.map_or(0, TsigError::len));
     if w.buf.len() > room {
         // Only a NOTIMP echoing many long questions gets here; there is nothing to truncate.
         return Fit::TooLarge;
@@ -107,13 +146,40 @@ pub(crate) fn write_response(head: Head, s: &Sections<'_>, edns_payload: Option<
     counts[1] = an;
     counts[2] = ns;
     counts[3] = ar;
-    if let Some(payload) = edns_payload {
+    if let Some(opt) = opt {
         w.buf.push(0); // root owner
         w.u16(OPT_TYPE);
-        w.u16(payload);
-        // Extended RCODE (high 8 bits), version 0, no flags.
-        w.u32(u32::from(head.rcode.high()) << 24);
+        w.u16(opt.payload);
+        // Extended RCODE (high 8 bits), version 0, DO as the query had it.
+        w.u32(u32::from(head.rcode.high()) << 24 | if opt.dnssec_ok { 0x8000 } else { 0 });
+        match opt.nsid {
+            Some(id) => {
+                w.u16(4 + id.len() as u16);
+                w.u16(NSID_OPTION);
+                w.u16(id.len() as u16);
+                w.buf.extend_from_slice(id);
+            }
+            None => w.u16(0),
+        }
+        counts[3] = counts[3].saturating_add(1);
+    }
+    if let Some(t) = tsig {
+        // Names written whole (RFC 8945 4.2: the algorithm name is not compressed).
+        w.name(&Dname::of(t.key), false);
+        w.u16(TSIG_TYPE);
+        w.u16(CLASS_ANY);
+        w.u32(0);
+        let len_at = w.buf.len();
         w.u16(0);
+        w.name(&Dname::of(t.algorithm), false);
+        w.buf.extend_from_slice(&t.time_signed.to_be_bytes()[2..]);
+        w.u16(t.fudge);
+        w.u16(0); // MAC size
+        w.u16(t.original_id);
+        w.u16(t.error);
+        w.u16(0); // other length
+        let rdlen = (w.buf.len() - len_at - 2) as u16;
+        w.buf[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
         counts[3] = counts[3].saturating_add(1);
     }
     let flags = 0x80

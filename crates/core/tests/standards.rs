@@ -1,5 +1,6 @@
-//! What RFC-strict resolvers need (issue 22): empty non-terminals (RFC 8020), the question's
-//! case in zone names (as CoreDNS), IXFR serial arithmetic.
+//! What RFC-strict resolvers need (issue 22): empty non-terminals (RFC 8020), the DO bit
+//! (RFC 3225), BADVERS and FORMERR replies (RFC 6891), TSIG without keys (RFC 8945), the
+//! question's case in zone names (as CoreDNS), IXFR serial arithmetic.
 
 mod support;
 
@@ -155,6 +156,188 @@ fn every_ancestor_of_every_served_name_is_noerror() {
         }
     }
     assert!(checked > 100, "{checked}");
+}
+
+// ----- 2. DO -----------------------------------------------------------------------------------
+
+fn with_do(m: Message) -> Message {
+    let mut m = with_edns(m, 1232, 0);
+    m.edns.as_mut().unwrap().set_dnssec_ok(true);
+    m
+}
+
+#[test]
+fn the_do_bit_is_copied_into_the_reply() {
+    let r = resolver(Default::default(), cluster());
+    let q = query("web.default.svc.cluster.local.", RecordType::A);
+    let resp = ask(&r, &with_do(q.clone()));
+    assert!(resp.edns.as_ref().unwrap().flags().dnssec_ok, "DO copied");
+    assert_eq!(resp.answers.len(), 1);
+    let resp = ask(&r, &with_edns(q, 1232, 0));
+    assert!(!resp.edns.as_ref().unwrap().flags().dnssec_ok, "DO clear when the query's is");
+    // Negative answers and errors too.
+    let resp = ask(&r, &with_do(query("nothing.default.svc.cluster.local.", RecordType::A)));
+    assert_eq!(resp.response_code, ResponseCode::NXDomain);
+    assert!(resp.edns.as_ref().unwrap().flags().dnssec_ok);
+    let resp = ask(&r, &with_do(query("example.org.", RecordType::A)));
+    assert_eq!(resp.response_code, ResponseCode::Refused);
+    assert!(resp.edns.as_ref().unwrap().flags().dnssec_ok);
+}
+
+// ----- 3. BADVERS, FORMERR ------------------------------------------------------------------
+
+#[test]
+fn badvers_echoes_the_question_and_carries_opt() {
+    let r = resolver(Default::default(), cluster());
+    let mut q = with_edns(query("web.default.svc.cluster.local.", RecordType::A), 1232, 1);
+    q.edns.as_mut().unwrap().set_dnssec_ok(true);
+    let resp = ask(&r, &q);
+    // Extended RCODE 16 (hickory-proto reads it as BADSIG, which shares the number).
+    assert_eq!(u16::from(resp.response_code), 16, "BADVERS");
+    assert_eq!(resp.queries.len(), 1);
+    assert_eq!(resp.queries[0].name().to_ascii(), "web.default.svc.cluster.local.");
+    let edns = resp.edns.as_ref().expect("OPT");
+    assert_eq!(edns.version(), 0);
+    assert!(edns.flags().dnssec_ok);
+    assert!(resp.answers.is_empty());
+}
+
+/// A query for web.default.svc.cluster.local. A, RD, with an OPT record whose RDATA is `opt`.
+fn with_raw_opt(flags: u32, opt: &[u8]) -> Vec<u8> {
+    let mut bytes = query("web.default.svc.cluster.local.", RecordType::A).to_vec().unwrap();
+    bytes[11] = 1; // ARCOUNT
+    bytes.push(0);
+    bytes.extend_from_slice(&41u16.to_be_bytes());
+    bytes.extend_from_slice(&1232u16.to_be_bytes());
+    bytes.extend_from_slice(&flags.to_be_bytes());
+    bytes.extend_from_slice(&(opt.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(opt);
+    bytes
+}
+
+#[test]
+fn formerr_for_an_invalid_client_subnet_echoes_the_question_and_carries_opt() {
+    let r = resolver(Default::default(), cluster());
+    // ECS (option 8) of family 1 with a source prefix of 33 bits: hickory-proto refuses it.
+    let bad_ecs = [0, 8, 0, 8, 0, 1, 33, 0, 10, 0, 0, 1];
+    for (flags, ecs) in [(0u32, &bad_ecs[..]), (0x8000, &bad_ecs[..]), (0, &[0u8, 8, 0, 4, 0, 9, 0, 0][..]), (0, &[0u8, 8, 0, 0][..])] {
+        let bytes = r.resolve(&with_raw_opt(flags, ecs), 1232).unwrap();
+        let resp = Message::from_vec(&bytes).expect("well-formed");
+        assert_eq!(resp.response_code, ResponseCode::FormErr, "{ecs:?}");
+        assert_eq!(resp.id, 4242);
+        assert_eq!(resp.queries.len(), 1, "the question echoed");
+        let edns = resp.edns.as_ref().expect("OPT in the FORMERR (RFC 6891 7)");
+        assert_eq!(edns.flags().dnssec_ok, flags != 0);
+        assert!(resp.recursion_desired);
+    }
+    // The same broken option under EDNS version 1, whose options may mean something else: BADVERS.
+    let bytes = r.resolve(&with_raw_opt(0x0001_0000, &bad_ecs), 1232).unwrap();
+    let resp = Message::from_vec(&bytes).unwrap();
+    assert_eq!(u16::from(resp.response_code), 16, "BADVERS");
+    assert_eq!(resp.queries.len(), 1);
+}
+
+#[test]
+fn formerr_echoes_the_question_when_only_later_records_are_broken() {
+    let r = resolver(Default::default(), cluster());
+    let mut bytes = query("web.default.svc.cluster.local.", RecordType::A).to_vec().unwrap();
+    bytes[7] = 1; // ANCOUNT 1, with a record cut short
+    bytes.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+    let resp = Message::from_vec(&r.resolve(&bytes, 1232).unwrap()).unwrap();
+    assert_eq!(resp.response_code, ResponseCode::FormErr);
+    assert_eq!(resp.queries.len(), 1);
+    assert!(resp.edns.is_none(), "no OPT: the query's could not be read");
+}
+
+#[test]
+fn formerr_for_two_questions_echoes_them() {
+    let r = resolver(Default::default(), cluster());
+    let mut two = with_edns(query("a.cluster.local.", RecordType::A), 1232, 0);
+    two.add_query(hickory_proto::op::Query::query("b.cluster.local.".parse().unwrap(), RecordType::A));
+    let resp = ask(&r, &two);
+    assert_eq!(resp.response_code, ResponseCode::FormErr);
+    assert_eq!(resp.queries.len(), 2);
+    assert!(resp.edns.is_some());
+}
+
+// ----- 4. TSIG ---------------------------------------------------------------------------------
+
+/// A TSIG record (RFC 8945 4.2) for key `key`, algorithm hmac-sha256, with a 32-byte MAC.
+fn tsig_record(key: &str, id: u16) -> Vec<u8> {
+    let name = |n: &str| -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in n.trim_end_matches('.').split('.') {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.push(0);
+        out
+    };
+    let mut rdata = name("hmac-sha256.");
+    rdata.extend_from_slice(&0x0000_6543_2100u64.to_be_bytes()[2..]); // time signed
+    rdata.extend_from_slice(&300u16.to_be_bytes()); // fudge
+    rdata.extend_from_slice(&32u16.to_be_bytes());
+    rdata.extend_from_slice(&[0xab; 32]);
+    rdata.extend_from_slice(&id.to_be_bytes());
+    rdata.extend_from_slice(&[0, 0, 0, 0]); // error, other length
+    let mut rr = name(key);
+    rr.extend_from_slice(&250u16.to_be_bytes());
+    rr.extend_from_slice(&255u16.to_be_bytes());
+    rr.extend_from_slice(&0u32.to_be_bytes());
+    rr.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    rr.extend_from_slice(&rdata);
+    rr
+}
+
+fn signed(m: &Message, key: &str) -> Vec<u8> {
+    let mut bytes = m.to_vec().unwrap();
+    let ar = u16::from_be_bytes([bytes[10], bytes[11]]) + 1;
+    bytes[10..12].copy_from_slice(&ar.to_be_bytes());
+    bytes.extend_from_slice(&tsig_record(key, m.id));
+    bytes
+}
+
+#[test]
+fn a_tsig_signed_query_gets_notauth_badkey_unsigned() {
+    let r = resolver(Default::default(), cluster());
+    for q in [query("web.default.svc.cluster.local.", RecordType::A), with_do(query("web.default.svc.cluster.local.", RecordType::A))] {
+        let bytes = r.resolve(&signed(&q, "Transfer-Key."), 1232).unwrap();
+        let resp = Message::from_vec(&bytes).unwrap();
+        assert_eq!(resp.response_code, ResponseCode::NotAuth);
+        assert!(resp.answers.is_empty());
+        assert_eq!(resp.queries.len(), 1);
+        assert_eq!(resp.edns.is_some(), q.edns.is_some());
+        let tsig = resp.additionals.last().expect("a TSIG record");
+        assert_eq!(tsig.name.to_ascii(), "Transfer-Key.");
+        assert_eq!(tsig.dns_class, hickory_proto::rr::DNSClass::ANY);
+        assert_eq!(tsig.ttl, 0);
+        let RData::TSIG(t) = &tsig.data else { panic!("not TSIG: {tsig:?}") };
+        assert_eq!(t.algorithm.to_name().to_ascii().trim_end_matches('.'), "hmac-sha256");
+        assert_eq!(t.time, 0x6543_2100);
+        assert_eq!(t.fudge, 300);
+        assert!(t.mac.is_empty(), "unsigned: MAC size 0");
+        assert_eq!(t.oid, q.id);
+        assert_eq!(t.error.map(u16::from), Some(17), "BADKEY");
+        // The TSIG record is the last record of the message.
+        assert!(bytes.ends_with(&[0, 17, 0, 0]));
+    }
+    // Out-of-zone and AXFR questions alike: the key is checked first.
+    let resp = Message::from_vec(&r.resolve(&signed(&query("example.org.", RecordType::A), "k."), 1232).unwrap()).unwrap();
+    assert_eq!(resp.response_code, ResponseCode::NotAuth);
+    let resp = Message::from_vec(&r.resolve(&signed(&query("cluster.local.", RecordType::AXFR), "k."), 0).unwrap()).unwrap();
+    assert_eq!(resp.response_code, ResponseCode::NotAuth);
+}
+
+#[test]
+fn a_tsig_record_that_is_not_last_is_formerr() {
+    let r = resolver(Default::default(), cluster());
+    // TSIG, then an OPT record after it.
+    let q = query("web.default.svc.cluster.local.", RecordType::A);
+    let mut bytes = signed(&q, "k.");
+    bytes[11] = 2;
+    bytes.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
+    let resp = Message::from_vec(&r.resolve(&bytes, 1232).unwrap()).unwrap();
+    assert_eq!(resp.response_code, ResponseCode::FormErr);
 }
 
 // ----- 6. the question's case --------------------------------------------------------------
