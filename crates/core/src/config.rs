@@ -15,6 +15,8 @@ pub const DEFAULT_ZONE: &str = "cluster.local";
 pub const DEFAULT_TTL: u32 = 5;
 pub const MAX_TTL: u32 = 3600;
 pub const DEFAULT_NS_SERVICE: (&str, &str) = ("kube-system", "kube-dns");
+/// Longest NSID (RFC 5001) the config may set, in bytes.
+pub const MAX_NSID: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PodMode {
@@ -83,6 +85,8 @@ pub struct Settings {
     pub namespaces: BTreeSet<String>,
     /// When a UDP response that does not fit gets TC.
     pub truncation: Truncation,
+    /// The NSID (RFC 5001) answered to queries asking for it; `None`: not answered.
+    pub nsid: Option<Box<[u8]>>,
 }
 
 impl Default for Settings {
@@ -118,6 +122,11 @@ impl Settings {
             Ok(v1::Truncation::Coredns) => Truncation::CoreDns,
             Err(_) => return Err(InputError::BadTruncation),
         };
+        let nsid = match cfg.nsid {
+            Some(id) if id.len() > MAX_NSID => return Err(InputError::BadNsid),
+            Some(id) => Some(id.into_bytes().into_boxed_slice()),
+            None => None,
+        };
         let ns_service = match cfg.ns_service {
             Some(k) if !k.namespace.is_empty() && !k.name.is_empty() => (k.namespace.into(), k.name.into()),
             Some(_) => return Err(InputError::MissingName),
@@ -134,6 +143,7 @@ impl Settings {
             ns_service,
             namespaces: cfg.namespaces.iter().map(|n| n.to_owned()).collect(),
             truncation,
+            nsid,
         })
     }
 

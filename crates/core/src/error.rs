@@ -21,6 +21,8 @@ pub enum InputError {
     TooManySlices,
     /// An unknown `truncation` mode.
     BadTruncation,
+    /// An `nsid` longer than 128 bytes.
+    BadNsid,
 }
 
 impl InputError {
@@ -38,6 +40,7 @@ impl InputError {
             InputError::MissingName => -10,
             InputError::TooManySlices => -11,
             InputError::BadTruncation => -12,
+            InputError::BadNsid => -13,
         }
     }
 }
@@ -56,6 +59,7 @@ impl fmt::Display for InputError {
             InputError::MissingName => "object without namespace or name",
             InputError::TooManySlices => "service with more than 65535 endpoint groups",
             InputError::BadTruncation => "unknown truncation mode",
+            InputError::BadNsid => "nsid longer than 128 bytes",
         })
     }
 }

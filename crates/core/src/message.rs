@@ -1,18 +1,19 @@
 //! The wire: a DNS query message in, a DNS response message out.
 //!
 //! The query is parsed by hickory-proto (`no_std` + alloc); the response is written by
-//! `wire.rs`. This layer owns protocol hygiene: FORMERR/NOTIMP/BADVERS, EDNS0 (the DO bit),
-//! TSIG (no keys: BADKEY), and the size the client can take.
+//! `wire.rs`. This layer owns protocol hygiene: FORMERR/NOTIMP/BADVERS, EDNS0 (the DO bit,
+//! NSID), TSIG (no keys: BADKEY), and the size the client can take.
 
 use alloc::vec::Vec;
 
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::EdnsCode;
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use crate::config::Truncation;
 use crate::lookup::{Answer, Lookup};
-use crate::wire::{Fit, Head, Limit, Opt, Sections, TsigError, write_response};
+use crate::wire::{Fit, Head, Limit, NSID_OPTION, Opt, Sections, TsigError, write_response};
 
 /// UDP payload size kdns advertises in its OPT record (the DNS Flag Day 2020 value).
 pub const ADVERTISED_UDP_SIZE: u16 = 1232;
@@ -101,6 +102,8 @@ struct ClientOpt {
     payload: u16,
     version: u8,
     dnssec_ok: bool,
+    /// An empty NSID option (RFC 5001 2.1).
+    wants_nsid: bool,
 }
 
 impl ClientOpt {
@@ -109,6 +112,7 @@ impl ClientOpt {
             payload: edns.max_payload(),
             version: edns.version(),
             dnssec_ok: edns.flags().dnssec_ok,
+            wants_nsid: edns.option(EdnsCode::NSID).is_some_and(|o| o.is_empty()),
         }
     }
 }
@@ -205,8 +209,8 @@ struct RawRecord<'a> {
     rtype: u16,
     class: u16,
     ttl: u32,
+    rdata: &'a [u8],
     end: usize,
-    _rdata: core::marker::PhantomData<&'a [u8]>,
 }
 
 /// Where the name at `at` ends: after its labels up to the root or a compression pointer.
@@ -230,27 +234,36 @@ fn raw_record(msg: &[u8], at: usize) -> Option<RawRecord<'_>> {
     let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
     let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
     let start = at + 10;
-    msg.get(start..start + rdlen)?;
-    Some(RawRecord { rtype, class, ttl, end: start + rdlen, _rdata: core::marker::PhantomData })
+    let rdata = msg.get(start..start + rdlen)?;
+    Some(RawRecord { rtype, class, ttl, rdata, end: start + rdlen })
 }
 
-/// An OPT record's fields (its options are not looked at).
+/// An OPT record's fields; its options are only looked at for an empty NSID.
 fn raw_opt(record: &RawRecord<'_>) -> ClientOpt {
-    ClientOpt { payload: record.class, version: (record.ttl >> 16) as u8, dnssec_ok: record.ttl & 0x8000 != 0 }
+    let mut wants_nsid = false;
+    let mut options = record.rdata;
+    while let [c0, c1, l0, l1, rest @ ..] = options {
+        let (code, len) = (u16::from_be_bytes([*c0, *c1]), usize::from(u16::from_be_bytes([*l0, *l1])));
+        wants_nsid |= code == NSID_OPTION && len == 0;
+        options = rest.get(len..).unwrap_or_default();
+    }
+    ClientOpt { payload: record.class, version: (record.ttl >> 16) as u8, dnssec_ok: record.ttl & 0x8000 != 0, wants_nsid }
 }
 
-/// How a reply must be shaped: the query it answers, the host's UDP limit, the client's EDNS
-/// and when a short reply gets TC.
+/// How a reply must be shaped: the query it answers, the host's UDP limit, the client's EDNS,
+/// the NSID to answer, and when a short reply gets TC.
 struct Reply<'a> {
     query: &'a [u8],
     max_udp: u16,
     client: Option<ClientOpt>,
+    nsid: Option<&'a [u8]>,
     truncation: Truncation,
 }
 
 impl<'a> Reply<'a> {
     fn new(lookup: &Lookup<'a>, query: &'a [u8], max_udp: u16, client: Option<ClientOpt>) -> Self {
-        Reply { query, max_udp, client, truncation: lookup.settings.truncation }
+        let nsid = lookup.settings.nsid.as_deref().filter(|_| client.is_some_and(|c| c.wants_nsid));
+        Reply { query, max_udp, client, nsid, truncation: lookup.settings.truncation }
     }
 
     /// Encodes the response within the size the client can take, or SERVFAIL (see
@@ -281,7 +294,7 @@ impl<'a> Reply<'a> {
             usize::from(client.min(self.max_udp.max(CLASSIC_UDP_SIZE)))
         };
         let advertised = if stream { ADVERTISED_UDP_SIZE } else { self.max_udp.max(CLASSIC_UDP_SIZE) };
-        let opt = self.client.map(|c| Opt { payload: advertised, dnssec_ok: c.dnssec_ok, nsid: None });
+        let opt = self.client.map(|c| Opt { payload: advertised, dnssec_ok: c.dnssec_ok, nsid: self.nsid });
         let sections = Sections { questions, answers: &answer.answers, authority: &answer.authority, additionals: &answer.additionals };
         let fit = if stream { Limit::Stream } else { Limit::Udp(self.truncation) };
         match write_response(head, &sections, opt, tsig, limit, fit) {

@@ -22,7 +22,8 @@ const HEADER_LEN: usize = 12;
 /// An OPT record without options: root owner, type, class, TTL, RDLENGTH.
 const OPT_LEN: usize = 11;
 const OPT_TYPE: u16 = 41;
-const NSID_OPTION: u16 = 3;
+/// EDNS option code of NSID (RFC 5001).
+pub(crate) const NSID_OPTION: u16 = 3;
 const TSIG_TYPE: u16 = 250;
 const CLASS_ANY: u16 = 255;
 /// Offsets a compression pointer can reach (14 bits).

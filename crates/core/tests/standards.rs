@@ -1,10 +1,11 @@
 //! What RFC-strict resolvers need (issue 22): empty non-terminals (RFC 8020), the DO bit
-//! (RFC 3225), BADVERS and FORMERR replies (RFC 6891), TSIG without keys (RFC 8945), the
-//! question's case in zone names (as CoreDNS), IXFR serial arithmetic.
+//! (RFC 3225), BADVERS and FORMERR replies (RFC 6891), TSIG without keys (RFC 8945), NSID
+//! (RFC 5001), the question's case in zone names (as CoreDNS), IXFR serial arithmetic.
 
 mod support;
 
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::{Edns, Message, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
 use kdns_core::{Resolver, v1};
 use support::*;
@@ -338,6 +339,62 @@ fn a_tsig_record_that_is_not_last_is_formerr() {
     bytes.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
     let resp = Message::from_vec(&r.resolve(&bytes, 1232).unwrap()).unwrap();
     assert_eq!(resp.response_code, ResponseCode::FormErr);
+}
+
+// ----- 5. NSID -------------------------------------------------------------------------------
+
+fn asking_nsid(m: Message, payload: &[u8]) -> Message {
+    let mut m = with_edns(m, 1232, 0);
+    let edns: &mut Edns = m.edns.as_mut().unwrap();
+    edns.options_mut().insert(EdnsOption::Unknown(3, payload.to_vec()));
+    m
+}
+
+fn nsid_of(m: &Message) -> Option<Vec<u8>> {
+    match m.edns.as_ref()?.option(EdnsCode::NSID)? {
+        EdnsOption::NSID(p) => Some(p.as_ref().to_vec()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn nsid_is_answered_when_configured_and_asked_for() {
+    let cfg = v1::Config { nsid: Some("kdns-7f9c-abcde".into()), ..Default::default() };
+    let r = resolver(cfg, cluster());
+    let q = query("web.default.svc.cluster.local.", RecordType::A);
+    let resp = ask(&r, &asking_nsid(q.clone(), b""));
+    assert_eq!(nsid_of(&resp).as_deref(), Some(&b"kdns-7f9c-abcde"[..]));
+    assert_eq!(resp.answers.len(), 1);
+    // Not asked for, or asked with a payload (RFC 5001 2.1: the query's option is empty).
+    assert_eq!(nsid_of(&ask(&r, &with_edns(q.clone(), 1232, 0))), None);
+    assert_eq!(nsid_of(&ask(&r, &asking_nsid(q.clone(), b"x"))), None);
+    // Errors carry it too.
+    let resp = ask(&r, &asking_nsid(query("example.org.", RecordType::A), b""));
+    assert_eq!(resp.response_code, ResponseCode::Refused);
+    assert_eq!(nsid_of(&resp).as_deref(), Some(&b"kdns-7f9c-abcde"[..]));
+    // Not configured: never answered.
+    let r = resolver(Default::default(), cluster());
+    assert_eq!(nsid_of(&ask(&r, &asking_nsid(q, b""))), None);
+}
+
+#[test]
+fn nsid_room_is_kept_in_a_full_udp_reply() {
+    let cfg = v1::Config { nsid: Some("n".repeat(128)), ..Default::default() };
+    let eps = (1..=200).map(|i| endpoint(&format!("10.1.{}.{}", i / 250, i % 250 + 1), "")).collect();
+    let r = resolver(cfg, vec![headless("default", "many", eps)]);
+    let q = asking_nsid(query("many.default.svc.cluster.local.", RecordType::A), b"");
+    let bytes = r.resolve(&q.to_vec().unwrap(), 1232).unwrap();
+    assert!(bytes.len() <= 1232, "{}", bytes.len());
+    let resp = Message::from_vec(&bytes).unwrap();
+    assert!(resp.truncation);
+    assert_eq!(nsid_of(&resp).unwrap().len(), 128);
+}
+
+#[test]
+fn an_nsid_over_128_bytes_is_refused() {
+    let err = Resolver::new(v1::Config { nsid: Some("n".repeat(129)), ..Default::default() }).unwrap_err();
+    assert_eq!(err, kdns_core::InputError::BadNsid);
+    assert_eq!(err.code(), -13);
 }
 
 // ----- 6. the question's case --------------------------------------------------------------
