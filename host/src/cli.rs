@@ -41,7 +41,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Answer cluster DNS over UDP and TCP.
     Serve(Box<ServeArgs>),
-    /// Answer one question offline from manifest files and print it like dig.
+    /// Answer one question offline from manifest files and print it like dig
+    /// (NAME [TYPE], -x ADDR, +short, +noall +answer, ...).
+    #[command(after_help = "Examples:\n  kdns query --manifests deploy/examples db.data.svc.cluster.local SRV\n  kdns query --manifests deploy/examples catalog.shop.svc.cluster.local +short\n  kdns query --manifests deploy/examples -x 10.244.1.7\n  kdns query --manifests deploy/examples cart.shop.svc.cluster.local AAAA +noall +answer")]
     Query(QueryArgs),
     /// Print the records as an RFC 1035 zone file.
     ExportZone(ExportArgs),
@@ -63,8 +65,10 @@ pub enum EngineKind {
 /// Settings of the DNS engine, shared by every command. Flags override `--config`.
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
-    /// A Corefile (or just its `kubernetes` block) to take zones, ttl, pods,
-    /// endpoint_pod_names, noendpoints, ignore empty_service, fallthrough and namespaces from.
+    /// A CoreDNS Corefile (or just its `kubernetes` block): the kubernetes block's settings,
+    /// `forward .`, `cache`, `health`'s lameduck, the prometheus/health/ready address and the
+    /// server port are taken from it; other plugins are ignored with a log line each. Flags
+    /// given override the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Zone to serve (repeatable); the first is the primary zone [default: cluster.local].
@@ -98,17 +102,23 @@ pub struct Settings {
     pub fallthrough: Option<Vec<String>>,
     /// The Corefile's `kubeconfig PATH [CONTEXT]`.
     pub kubeconfig: Option<(PathBuf, Option<String>)>,
+    /// What the rest of the Corefile sets for `serve` (forward, cache, lameduck, addresses).
+    pub serve: crate::corefile::Serve,
+    /// The Corefile's ignored plugins, one line each, and what was mapped (logged at start).
+    pub notes: Vec<crate::corefile::Note>,
+    pub mapped: Vec<String>,
 }
 
 impl EngineArgs {
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        let block = match &self.config {
+        let corefile = match &self.config {
             Some(file) => {
                 let text = std::fs::read_to_string(file).with_context(|| format!("--config {}", file.display()))?;
                 crate::corefile::parse(&text, file)?
             }
-            None => crate::corefile::KubernetesBlock::default(),
+            None => crate::corefile::Corefile::default(),
         };
+        let crate::corefile::Corefile { kubernetes: block, serve, notes, mapped } = corefile;
         let ns_service = self.ns_service.clone().unwrap_or_else(|| "kube-system/kube-dns".into());
         let (namespace, name) = ns_service
             .split_once('/')
@@ -143,10 +153,11 @@ impl EngineArgs {
                 "coredns" => v1::Truncation::Coredns,
                 _ => v1::Truncation::Fill,
             } as i32,
+            nsid: None,
         };
         // Reject bad zones here, with the flag's name, rather than deep in an engine.
         kdns_core::Resolver::new(config.clone()).map_err(|e| anyhow::anyhow!("--zone: {e}"))?;
-        Ok(Settings { config, fallthrough: block.fallthrough, kubeconfig: block.kubeconfig })
+        Ok(Settings { config, fallthrough: block.fallthrough, kubeconfig: block.kubeconfig, serve, notes, mapped })
     }
 
     pub fn config(&self) -> anyhow::Result<v1::Config> {
@@ -169,22 +180,25 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "manifests")]
     pub kubeconfig: Option<PathBuf>,
     /// How long to wait at start for the first full list from the API server before serving
-    /// anyway (cluster names get SERVFAIL until it arrives), in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub sync_timeout: f64,
+    /// anyway (cluster names get SERVFAIL until it arrives), in seconds [default: the
+    /// Corefile's `startup_timeout`, else 5].
+    #[arg(long, value_name = "SECONDS")]
+    pub sync_timeout: Option<f64>,
     /// Keep the cluster view in this file (rewritten after changes) and answer from it at start
     /// until the API server has been listed, so a restart while the API is down still answers.
     #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
     pub snapshot_file: Option<PathBuf>,
     /// Address for DNS over UDP and TCP (repeatable). `[::]:PORT` serves IPv4 and IPv6 on
-    /// one socket per transport; given with `0.0.0.0:PORT` too, each takes its own family.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:53", action = clap::ArgAction::Append)]
+    /// one socket per transport; given with `0.0.0.0:PORT` too, each takes its own family
+    /// [default: the Corefile's server port (on its `bind` addresses), else 0.0.0.0:53].
+    #[arg(long, value_name = "ADDR:PORT", action = clap::ArgAction::Append)]
     pub listen: Vec<SocketAddr>,
     /// On SIGTERM, keep answering this long with /ready saying 503 (CoreDNS health's
     /// lameduck), so the Service stops sending queries before kdns stops answering them. A
-    /// second SIGTERM, or SIGINT, exits at once.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub lameduck: f64,
+    /// second SIGTERM, or SIGINT, exits at once [default: the Corefile's `health { lameduck }`,
+    /// else 5].
+    #[arg(long, value_name = "SECONDS")]
+    pub lameduck: Option<f64>,
     /// Which engine answers: the core linked in, or the same core as WebAssembly (wasmtime).
     #[arg(long, value_enum, default_value = "native")]
     pub engine: EngineKind,
@@ -215,7 +229,8 @@ pub struct ServeArgs {
     /// kdns.v1 snapshot stream (the kdns plugin inside CoreDNS watches it).
     #[arg(long, value_name = "ADDR:PORT")]
     pub grpc_listen: Option<SocketAddr>,
-    /// Address for /health, /ready and /metrics (Prometheus).
+    /// Address for /health, /ready and /metrics (Prometheus) [default: the Corefile's
+    /// `prometheus` address, else its `health` or `ready` one, else off].
     #[arg(long, value_name = "ADDR:PORT")]
     pub http_listen: Option<SocketAddr>,
     /// What metric names start with: `kdns_dns_requests_total`..., or with `coredns`
@@ -227,28 +242,39 @@ pub struct ServeArgs {
     #[arg(long, num_args = 1.., value_name = "CIDR")]
     pub transfer_to: Vec<Cidr>,
     /// Resolvers (IP, IP:PORT, or a resolv.conf path) for names outside the served zones,
-    /// ExternalName targets outside them, and `fallthrough` zones. Without it those names are
-    /// REFUSED and an ExternalName answer is the CNAME alone.
+    /// ExternalName targets outside them, and `fallthrough` zones [default: the Corefile's
+    /// `forward .`]. Without either those names are REFUSED and an ExternalName answer is the
+    /// CNAME alone.
     #[arg(long, num_args = 1.., value_name = "ADDR")]
     pub upstream: Vec<String>,
     /// Most queries waiting on upstreams at once; more are answered REFUSED at once (CoreDNS
-    /// forward's max_concurrent), so a dead upstream cannot exhaust memory.
-    #[arg(long, value_name = "N", default_value_t = crate::upstream::DEFAULT_MAX_CONCURRENT, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize))]
-    pub upstream_max_concurrent: usize,
+    /// forward's max_concurrent), so a dead upstream cannot exhaust memory [default: the
+    /// Corefile's `max_concurrent`, else 1000].
+    #[arg(long, value_name = "N", value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize))]
+    pub upstream_max_concurrent: Option<usize>,
     /// Longest time an upstream answer is cached (CoreDNS `cache TTL`; negative answers by
-    /// their SOA, every answer at least 5 s); 0 turns the cache off.
-    #[arg(long, value_name = "SECONDS", default_value_t = crate::upstream::DEFAULT_CACHE_TTL)]
-    pub upstream_cache_ttl: u32,
+    /// their SOA, every answer at least 5 s); 0 turns the cache off [default: the Corefile's
+    /// `cache TTL`, else 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub upstream_cache_ttl: Option<u32>,
 }
 
 #[derive(Args, Debug)]
 pub struct QueryArgs {
-    /// Manifest files or directories, then the name and optional type: PATH... NAME [TYPE].
+    /// Manifest files or directories; the question may follow them: PATH... NAME [TYPE].
     #[arg(long, num_args = 1.., value_name = "PATH", required = true)]
     pub manifests: Vec<PathBuf>,
-    /// NAME [TYPE] when not given after the paths.
-    #[arg(value_name = "NAME [TYPE]")]
+    /// The name, its type [default: A, or PTR with -x] and dig's display options: +short (the
+    /// answers' data only), +noall, +[no]answer, +[no]question, +[no]authority,
+    /// +[no]additional, +[no]comments, +[no]cmd, +[no]stats, +[no]recurse (+tcp is accepted).
+    #[arg(value_name = "NAME [TYPE] [+OPTION]")]
     pub rest: Vec<String>,
+    /// Reverse lookup, as dig's -x: the PTR name of this IPv4 or IPv6 address.
+    #[arg(short = 'x', value_name = "ADDR")]
+    pub reverse: Option<std::net::IpAddr>,
+    /// The type, as dig's -t.
+    #[arg(short = 't', value_name = "TYPE")]
+    pub rtype: Option<String>,
     #[command(flatten)]
     pub engine_args: EngineArgs,
 }
@@ -283,14 +309,18 @@ fn read_manifests(paths: &[PathBuf], config: &v1::Config) -> anyhow::Result<(Man
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.engine_args.settings()?;
-    let upstreams = crate::upstream::resolve_args(&args.upstream)?;
+    let ServeFlags { listen, sync_timeout, lameduck, http_listen, upstream, max_concurrent, cache_ttl } = serve_flags(&args, &settings);
+    let upstreams = match (&settings.serve.forward_at, args.upstream.is_empty()) {
+        (Some(at), true) => crate::upstream::resolve_args(&upstream).with_context(|| format!("{at}: forward"))?,
+        _ => crate::upstream::resolve_args(&upstream)?,
+    };
     let config = settings.config.clone();
     let zone_labels = server::handler::zone_labels(&config);
-    if !(args.sync_timeout.is_finite() && args.sync_timeout >= 0.0) {
-        bail!("--sync-timeout {}: expected a number of seconds", args.sync_timeout);
+    if !(sync_timeout.is_finite() && sync_timeout >= 0.0) {
+        bail!("--sync-timeout {sync_timeout}: expected a number of seconds");
     }
-    if !(args.lameduck.is_finite() && (0.0..=3600.0).contains(&args.lameduck)) {
-        bail!("--lameduck {}: expected 0 to 3600 seconds", args.lameduck);
+    if !(lameduck.is_finite() && (0.0..=3600.0).contains(&lameduck)) {
+        bail!("--lameduck {lameduck}: expected 0 to 3600 seconds");
     }
     let started = Instant::now();
     let mut plugin_engine = None;
@@ -331,10 +361,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         let client = kube_source::client(&opts).await?;
         let mut synced = kube_source::start(client, opts, engine.clone(), metrics.clone(), ready.clone());
-        let timeout = Duration::from_secs_f64(args.sync_timeout);
+        let timeout = Duration::from_secs_f64(sync_timeout);
         if tokio::time::timeout(timeout, synced.wait_for(|s| *s)).await.is_err() {
             let serving = if ready.load(Ordering::Relaxed) { "answering from the snapshot file" } else { "cluster names get SERVFAIL" };
-            tracing::warn!(timeout_s = args.sync_timeout, "no full list from the API server yet; serving anyway, {serving} until it arrives");
+            tracing::warn!(timeout_s = sync_timeout, "no full list from the API server yet; serving anyway, {serving} until it arrives");
         }
         Source::Kube
     } else {
@@ -347,31 +377,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let load_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3);
     let dns = DnsConfig {
-        listen: args.listen.clone(),
+        listen: listen.clone(),
         max_udp: args.max_udp_size,
         udp_workers: args.udp_workers,
         tcp_idle_timeout: Duration::from_secs(args.tcp_idle_timeout.max(1)),
         tcp_max_connections: args.tcp_max_connections,
     };
     crate::release_freed_memory();
-    let limits = crate::upstream::Limits { max_concurrent: args.upstream_max_concurrent, cache_ttl: args.upstream_cache_ttl, ..Default::default() };
-    let server_label = format!("dns://{}", args.listen[0]);
+    let limits = crate::upstream::Limits { max_concurrent, cache_ttl, ..Default::default() };
+    let server_label = format!("dns://{}", listen[0]);
     let upstreams = (!upstreams.is_empty()).then(|| Arc::new(crate::upstream::Upstreams::new(upstreams, limits, metrics.forward.clone(), server_label.clone())));
-    for addr in &args.listen {
+    for addr in &listen {
         let enabled = |zone: &str, name| metrics.plugin_enabled.get_or_create(&crate::metrics::PluginLabels { server: format!("dns://{addr}"), zone: zone.into(), view: "", name }).set(1);
         for zone in &zone_labels {
             enabled(zone, "kubernetes");
         }
         if upstreams.is_some() {
             enabled(".", "forward");
-            if args.upstream_cache_ttl > 0 {
+            if cache_ttl > 0 {
                 enabled(".", "cache");
             }
         }
     }
     let handler = Arc::new(Handler {
         engine: engine.clone(),
-        metrics: args.http_listen.map(|_| metrics.clone()),
+        metrics: http_listen.map(|_| metrics.clone()),
         server: server_label,
         zones: zone_labels,
         transfer_to: args.transfer_to.clone(),
@@ -389,7 +419,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(addr) => server::grpc::start(addr, handler, feed).await?.to_string(),
         None => "off".into(),
     };
-    let http = match args.http_listen {
+    let http = match http_listen {
         Some(addr) => {
             let ops = crate::http::Ops { metrics: metrics.clone(), engine: engine.clone(), ready: ready.clone(), draining: draining.clone() };
             Some(crate::http::start(addr, ops).await?)
@@ -420,11 +450,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Source::Kube => signals.until_stop(&reload).await,
     };
-    if stop == Stop::Drain && args.lameduck > 0.0 {
+    if stop == Stop::Drain && lameduck > 0.0 {
         draining.store(true, Ordering::Relaxed);
-        tracing::info!(lameduck_s = args.lameduck, "SIGTERM: lameduck, still answering while /ready says 503; exiting after it (again SIGTERM or SIGINT to exit now)");
+        tracing::info!(lameduck_s = lameduck, "SIGTERM: lameduck, still answering while /ready says 503; exiting after it (again SIGTERM or SIGINT to exit now)");
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs_f64(args.lameduck)) => {}
+            _ = tokio::time::sleep(Duration::from_secs_f64(lameduck)) => {}
             _ = signals.until_stop(&reload) => tracing::info!("second signal: not waiting for the lameduck period"),
         }
     }
@@ -445,6 +475,66 @@ fn count_panics(metrics: &Metrics) {
         panics.inc();
         previous(info);
     }));
+}
+
+/// The `serve` flags that a Corefile can set: each flag given wins, else the file's value, else
+/// the flag's default.
+struct ServeFlags {
+    listen: Vec<SocketAddr>,
+    sync_timeout: f64,
+    lameduck: f64,
+    http_listen: Option<SocketAddr>,
+    upstream: Vec<String>,
+    max_concurrent: usize,
+    cache_ttl: u32,
+}
+
+/// [`ServeFlags`] from the command line and the `--config` file; logs, once, the file's ignored
+/// plugins, what was taken from it, and which flags overrode it.
+fn serve_flags(args: &ServeArgs, settings: &Settings) -> ServeFlags {
+    let file = &settings.serve;
+    let config = args.engine_args.config.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
+    for note in &settings.notes {
+        if note.warn {
+            tracing::warn!("{note}");
+        } else {
+            tracing::info!("{note}");
+        }
+    }
+    let mut overridden = Vec::new();
+    for (flag, given, in_file) in [
+        ("--listen", !args.listen.is_empty(), !file.listen.is_empty()),
+        ("--sync-timeout", args.sync_timeout.is_some(), file.sync_timeout.is_some()),
+        ("--lameduck", args.lameduck.is_some(), file.lameduck.is_some()),
+        ("--http-listen", args.http_listen.is_some(), file.http_listen.is_some()),
+        ("--upstream", !args.upstream.is_empty(), !file.upstreams.is_empty()),
+        ("--upstream-max-concurrent", args.upstream_max_concurrent.is_some(), file.max_concurrent.is_some()),
+        ("--upstream-cache-ttl", args.upstream_cache_ttl.is_some(), file.cache_ttl.is_some()),
+    ] {
+        if given && in_file {
+            overridden.push(flag);
+        }
+    }
+    if !settings.mapped.is_empty() {
+        let overridden = if overridden.is_empty() { String::new() } else { format!("; given on the command line instead: {}", overridden.join(", ")) };
+        tracing::info!(%config, "from the Corefile: {}{overridden}", settings.mapped.join("; "));
+    }
+    let listen = if !args.listen.is_empty() {
+        args.listen.clone()
+    } else if !file.listen.is_empty() {
+        file.listen.clone()
+    } else {
+        vec![SocketAddr::from(([0, 0, 0, 0], 53))]
+    };
+    ServeFlags {
+        listen,
+        sync_timeout: args.sync_timeout.or(file.sync_timeout).unwrap_or(5.0),
+        lameduck: args.lameduck.or(file.lameduck).unwrap_or(5.0),
+        http_listen: args.http_listen.or(file.http_listen),
+        upstream: if args.upstream.is_empty() { file.upstreams.clone() } else { args.upstream.clone() },
+        max_concurrent: args.upstream_max_concurrent.or(file.max_concurrent).unwrap_or(crate::upstream::DEFAULT_MAX_CONCURRENT),
+        cache_ttl: args.upstream_cache_ttl.or(file.cache_ttl).unwrap_or(crate::upstream::DEFAULT_CACHE_TTL),
+    }
 }
 
 /// How the process was asked to stop.
@@ -542,6 +632,7 @@ impl Reload {
         if running.kubeconfig != next.kubeconfig {
             fixed.push("kubeconfig");
         }
+        fixed.extend(running.serve.changed(&next.serve));
         if !fixed.is_empty() {
             tracing::error!(config = %file.display(), changed = %fixed.join(","), "SIGHUP: config not reloaded: these take a restart; the running settings stay");
             return;
@@ -618,14 +709,40 @@ fn split_paths_and_question(values: &[PathBuf], rest: &[String]) -> anyhow::Resu
         }
     }
     question.extend(rest.iter().cloned());
-    if question.is_empty() || question.len() > 2 {
-        bail!("expected NAME [TYPE] after the manifest paths, got {question:?}");
-    }
     Ok((paths, question))
 }
 
 fn query(args: QueryArgs) -> anyhow::Result<()> {
-    let (paths, question) = split_paths_and_question(&args.manifests, &args.rest)?;
+    let (paths, words) = split_paths_and_question(&args.manifests, &args.rest)?;
+    // dig's `+option`s anywhere among the words; the rest is NAME [TYPE].
+    let mut opts = crate::dig::Options::default();
+    let mut question = Vec::new();
+    for w in words {
+        if w.starts_with('+') {
+            opts.set(&w).map_err(|e| anyhow::anyhow!(e))?;
+        } else if w.starts_with('@') {
+            bail!("{w}: kdns query answers offline from --manifests; to ask a server, use dig {w}");
+        } else {
+            question.push(w);
+        }
+    }
+    if let Some(ip) = args.reverse {
+        let rtype = match &question[..] {
+            [] => "PTR".to_string(),
+            [t] if t.to_ascii_uppercase().parse::<RecordType>().is_ok() => t.clone(),
+            _ => bail!("-x {ip} asks for the PTR name of {ip}; give no NAME with it (got {question:?})"),
+        };
+        question = vec![crate::dig::reverse_name(ip), rtype];
+    }
+    if let Some(t) = &args.rtype {
+        if question.len() > 1 {
+            bail!("-t {t} and a TYPE after the name: give one");
+        }
+        question.push(t.clone());
+    }
+    if question.is_empty() || question.len() > 2 {
+        bail!("expected NAME [TYPE] (or -x ADDR) after the manifest paths, got {question:?}");
+    }
     let name = Name::from_ascii(&question[0]).with_context(|| format!("{:?} is not a domain name", question[0]))?;
     let name = if name.is_fqdn() { name } else { Name::from_ascii(format!("{}.", question[0]))? };
     let rtype: RecordType = match question.get(1) {
@@ -637,11 +754,11 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
     let mut resolver = kdns_core::Resolver::new(config)?;
     resolver.load(snapshot)?;
     let mut m = Message::new(0, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = true;
+    m.metadata.recursion_desired = opts.recurse;
     m.add_query(Query::query(name.clone(), rtype));
     let bytes = resolver.resolve(&m.to_vec()?, kdns_core::STREAM).context("the engine gave no answer")?;
     let response = Message::from_vec(&bytes)?;
-    print!("{}", crate::dig::format(&response, &format!("{name} {rtype}")));
+    print!("{}", crate::dig::render(&response, &format!("{name} {rtype}"), &opts));
     Ok(())
 }
 
