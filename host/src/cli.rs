@@ -188,6 +188,18 @@ pub struct ServeArgs {
     /// until the API server has been listed, so a restart while the API is down still answers.
     #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
     pub snapshot_file: Option<PathBuf>,
+    /// Take the cluster view from another kdns's snapshot stream (its --grpc-listen address)
+    /// instead of the API server: a replica of a fan-out tier, holding no API watch.
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with_all = ["manifests", "kubeconfig", "snapshot_file"])]
+    pub snapshot_from: Option<String>,
+    /// Who may watch this kdns's snapshot stream (the whole cluster view, like a zone
+    /// transfer): source addresses or CIDRs [default: loopback only].
+    #[arg(long, num_args = 1.., value_name = "CIDR")]
+    pub snapshot_allow: Vec<Cidr>,
+    /// A file holding a token: with --grpc-listen, watchers of the snapshot stream must send
+    /// it (`authorization: Bearer TOKEN`); with --snapshot-from, it is sent.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot_token_file: Option<PathBuf>,
     /// Address for DNS over UDP and TCP (repeatable). `[::]:PORT` serves IPv4 and IPv6 on
     /// one socket per transport; given with `0.0.0.0:PORT` too, each takes its own family
     /// [default: the Corefile's server port (on its `bind` addresses), else 0.0.0.0:53].
@@ -350,7 +362,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     // Set on SIGTERM: /ready says 503 while queries are still answered.
     let draining = Arc::new(AtomicBool::new(false));
-    let source = if args.manifests.is_empty() {
+    let snapshot_token = match &args.snapshot_token_file {
+        Some(file) => {
+            let token = std::fs::read_to_string(file).with_context(|| format!("--snapshot-token-file {}", file.display()))?.trim().to_string();
+            if token.is_empty() {
+                bail!("--snapshot-token-file {}: the file is empty", file.display());
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    let source = if let Some(from) = &args.snapshot_from {
+        let opts = crate::source::stream::StreamOptions { addr: from.clone(), token: snapshot_token.clone(), config: config.clone() };
+        let mut synced = crate::source::stream::start(opts, engine.clone(), metrics.clone(), ready.clone());
+        let timeout = Duration::from_secs_f64(sync_timeout);
+        if tokio::time::timeout(timeout, synced.wait_for(|s| *s)).await.is_err() {
+            tracing::warn!(timeout_s = sync_timeout, from = %from, "no view from the snapshot stream yet; serving anyway, cluster names get SERVFAIL until it arrives");
+        }
+        Source::Stream
+    } else if args.manifests.is_empty() {
         let opts = KubeOptions {
             kubeconfig: args.kubeconfig.clone().map(|p| (p, None)).or(settings.kubeconfig.clone()),
             pods: include_pods(&config),
@@ -416,7 +446,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { upstreams.probe_for_loop().await });
     }
     let grpc = match args.grpc_listen {
-        Some(addr) => server::grpc::start(addr, handler, feed).await?.to_string(),
+        Some(addr) => {
+            let loopback = ["127.0.0.0/8".parse().expect("a CIDR"), "::1".parse().expect("a CIDR")];
+            let allow = if args.snapshot_allow.is_empty() { loopback.to_vec() } else { args.snapshot_allow.clone() };
+            let access = server::grpc::StreamAccess { allow, token: snapshot_token.clone() };
+            server::grpc::start(addr, handler, feed, access).await?.to_string()
+        }
         None => "off".into(),
     };
     let http = match http_listen {
@@ -448,7 +483,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 stop = signals.until_stop(&reload) => stop,
             }
         }
-        Source::Kube => signals.until_stop(&reload).await,
+        Source::Kube | Source::Stream => signals.until_stop(&reload).await,
     };
     if stop == Stop::Drain && lameduck > 0.0 {
         draining.store(true, Ordering::Relaxed);
@@ -652,6 +687,8 @@ impl Reload {
 }
 
 enum Source {
+    /// Another kdns's snapshot stream (`--snapshot-from`).
+    Stream,
     Manifests(ManifestSource, watch::Digest),
     Kube,
 }

@@ -34,3 +34,12 @@ pub fn heap_in_use() -> Option<usize> {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     None
 }
+
+/// Randomness where the host needs some (the loop probe's name, the snapshot feed's id): std's
+/// per-process random hash keys, mixed with the time.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}

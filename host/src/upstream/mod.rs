@@ -376,12 +376,12 @@ impl Upstreams {
     /// Sends the loop probe (as CoreDNS's `loop` plugin does): a query for a random name that
     /// only comes back to kdns if an upstream forwards to kdns. See [`Upstreams::is_probe`].
     pub async fn probe_for_loop(&self) {
-        let name = format!("{:016x}.{:016x}.", random_u64(), random_u64());
+        let name = format!("{:016x}.{:016x}.", crate::random_u64(), crate::random_u64());
         let Ok(qname) = Name::from_ascii(&name) else { return };
         if self.probe.set(name).is_err() {
             return;
         }
-        let mut q = Message::new(random_u64() as u16, MessageType::Query, OpCode::Query);
+        let mut q = Message::new(crate::random_u64() as u16, MessageType::Query, OpCode::Query);
         q.metadata.recursion_desired = true;
         q.add_query(Query::query(qname, RecordType::HINFO));
         let Ok(bytes) = q.to_vec() else { return };
@@ -451,13 +451,6 @@ fn as_reply_to(mut answer: Vec<u8>, query: &[u8]) -> Vec<u8> {
     answer
 }
 
-/// Randomness for the probe name and ID (std's per-process random hash keys).
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish()
-}
 
 async fn exchange_one(addr: SocketAddr, query: &[u8]) -> anyhow::Result<Vec<u8>> {
     let id = query.get(..2).context("query shorter than a header")?;
