@@ -1,0 +1,3 @@
+module kdns.test/coredns-cases-gen
+
+go 1.22
