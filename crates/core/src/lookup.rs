@@ -95,7 +95,7 @@ impl<'a> Lookup<'a> {
             presence = Exists;
         }
         if ans.answers.is_empty() {
-            ans.authority.push(self.soa_in(zone_part(qname, &labels, zone)));
+            ans.authority.push(self.soa_in(zone_part(qname, zone)));
             if presence == Missing {
                 ans.rcode = ResponseCode::NXDomain;
             }
@@ -104,6 +104,9 @@ impl<'a> Lookup<'a> {
     }
 
     /// Whether a served zone lies strictly below the name made of `labels`.
+    // Off the hot path: only names that would otherwise be NXDOMAIN get here.
+    #[cold]
+    #[inline(never)]
     fn zone_below(&self, labels: &[&[u8]]) -> bool {
         self.settings.zones.iter().chain(&self.settings.reverse_zones).any(|z| z.is_below(labels))
     }
@@ -115,9 +118,8 @@ impl<'a> Lookup<'a> {
         'a: 'q,
     {
         let rel = &labels[..labels.len().saturating_sub(zone.labels)];
-        let zname = zone_part(qname, labels, zone);
         if rel.is_empty() {
-            self.apex(zone, zname, qtype, ans);
+            self.apex(zone, Dname::of(qname), qtype, ans);
             return Exists;
         }
         if reverse {
@@ -137,7 +139,7 @@ impl<'a> Lookup<'a> {
                 }
                 Exists
             }
-            [segs @ .., b"svc"] => self.services(segs, qname, zname, qtype, ans, depth),
+            [segs @ .., b"svc"] => self.services(segs, qname, zone, qtype, ans, depth),
             [segs @ .., b"pod"] => self.pods(segs, qname, qtype, ans),
             _ => Missing,
         }
@@ -172,7 +174,9 @@ impl<'a> Lookup<'a> {
     /// The SOA record of a zone named `zone` (owner, primary and mailbox in its case).
     fn soa_in<'q>(&self, zone: Dname<'q>) -> Rr<'q> {
         let ttl = self.ttl();
-        let data = Rdata::Soa(Soa { zone, serial: self.store.serial, refresh: SOA_REFRESH, retry: SOA_RETRY, expire: SOA_EXPIRE, minimum: ttl });
+        let (name, skip) = zone.base_and_skip();
+        let skip = skip.min(usize::from(u8::MAX)) as u8;
+        let data = Rdata::Soa(Soa { zone: name, skip, serial: self.store.serial, refresh: SOA_REFRESH, retry: SOA_RETRY, expire: SOA_EXPIRE, minimum: ttl });
         Rr { owner: zone, ttl, data }
     }
 
@@ -199,9 +203,8 @@ impl<'a> Lookup<'a> {
 
     // ----- <service>.<namespace>.svc.<zone> ---------------------------------------------------
 
-    /// `zname`: the zone as asked, in the question's case (SRV targets are made in it).
     #[allow(clippy::too_many_arguments)]
-    fn services<'q>(&self, segs: &[&[u8]], qname: &'q Name, zname: Dname<'q>, qtype: RecordType, ans: &mut Answer<'q>, depth: usize) -> Presence
+    fn services<'q>(&self, segs: &[&[u8]], qname: &'q Name, zone: &'a Zone, qtype: RecordType, ans: &mut Answer<'q>, depth: usize) -> Presence
     where
         'a: 'q,
     {
@@ -226,9 +229,9 @@ impl<'a> Lookup<'a> {
         let presence = match svc.kind {
             ServiceKind::ExternalName => return self.external_name(svc, endpoint.is_some() || port.is_some(), qname, qtype, ans, depth),
             ServiceKind::ClusterIp if self.settings.ignore_empty_service && svc.endpoints.is_empty() => return Missing,
-            ServiceKind::Headless => self.endpoints(svc, endpoint, port, qname, zname, qtype, ans),
-            ServiceKind::ClusterIp if endpoint.is_some() => self.endpoints(svc, endpoint, port, qname, zname, qtype, ans),
-            ServiceKind::ClusterIp => self.cluster_ip(svc, port, qname, zname, qtype, ans),
+            ServiceKind::Headless => self.endpoints(svc, endpoint, port, qname, zone, qtype, ans),
+            ServiceKind::ClusterIp if endpoint.is_some() => self.endpoints(svc, endpoint, port, qname, zone, qtype, ans),
+            ServiceKind::ClusterIp => self.cluster_ip(svc, port, qname, zone, qtype, ans),
         };
         match endpoint {
             // `<x>.<service>...` that names no endpoint is the protocol label of the SRV names
@@ -242,6 +245,9 @@ impl<'a> Lookup<'a> {
     /// Whether some `_<port>._<proto>.<service>` name exists: a port with a number and
     /// protocol `proto` (any when empty) among the service's ports (cluster IP) or among the
     /// ports of a slice that has a published endpoint (headless), as the SRV lookups count them.
+    // Off the hot path: only names that would otherwise be NXDOMAIN get here.
+    #[cold]
+    #[inline(never)]
     fn has_protocol(&self, svc: &ServiceEntry, proto: &[u8]) -> bool {
         let any_port = Some((&b""[..], proto));
         match svc.kind {
@@ -284,7 +290,7 @@ impl<'a> Lookup<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn cluster_ip<'q>(&self, svc: &'a ServiceEntry, port: PortQuery, qname: &'q Name, zname: Dname<'q>, qtype: RecordType, ans: &mut Answer<'q>) -> Presence
+    fn cluster_ip<'q>(&self, svc: &'a ServiceEntry, port: PortQuery, qname: &'q Name, zone: &'a Zone, qtype: RecordType, ans: &mut Answer<'q>) -> Presence
     where
         'a: 'q,
     {
@@ -299,7 +305,8 @@ impl<'a> Lookup<'a> {
             }
             RecordType::SRV => {
                 let weight = srv_weight(matching * svc.cluster_ips.len());
-                let target = service_name(svc, zname);
+                // The zone part in the question's case (CoreDNS's SRV targets are).
+                let target = service_name(svc, zone_part(qname, zone));
                 if !svc.cluster_ips.is_empty() {
                     // Two ports with one number (53/UDP and 53/TCP) are one record: an RRset
                     // holds no duplicates (RFC 2181 5). The weight still counts both, as in CoreDNS.
@@ -320,7 +327,7 @@ impl<'a> Lookup<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn endpoints<'q>(&self, svc: &'a ServiceEntry, endpoint: Option<&[u8]>, port: PortQuery, qname: &'q Name, zname: Dname<'q>, qtype: RecordType, ans: &mut Answer<'q>) -> Presence
+    fn endpoints<'q>(&self, svc: &'a ServiceEntry, endpoint: Option<&[u8]>, port: PortQuery, qname: &'q Name, zone: &'a Zone, qtype: RecordType, ans: &mut Answer<'q>) -> Presence
     where
         'a: 'q,
     {
@@ -357,7 +364,7 @@ impl<'a> Lookup<'a> {
             }
             RecordType::SRV => {
                 let weight = srv_weight(pairs.len());
-                let svc_name = service_name(svc, zname);
+                let svc_name = service_name(svc, zone_part(qname, zone));
                 ans.answers.reserve(pairs.len());
                 ans.additionals.reserve(pairs.len());
                 let mut seen_srv = Seen::default();
@@ -455,6 +462,9 @@ impl<'a> Lookup<'a> {
     /// IP index, O(log n): the first owner found answers, unless its namespace is filtered
     /// out; after [`PREFIX_SCAN`] hidden owners the network counts as existing (a NODATA is
     /// never wrong for a resolver, a NXDOMAIN hides what is below).
+    // Off the hot path: only names that would otherwise be NXDOMAIN get here.
+    #[cold]
+    #[inline(never)]
     fn network_named(&self, prefix: ReversePrefix) -> bool {
         let (low, high) = prefix.range();
         let exposed = |service: u32| self.store.service_by_id(service).is_some_and(|s| self.settings.namespace_exposed(s.namespace().as_bytes()));
@@ -570,13 +580,18 @@ fn address_record(owner: Dname<'_>, ttl: u32, ip: IpAddr) -> Rr<'_> {
 }
 
 /// `<service>.<namespace>.svc.<zone>`.
+#[inline]
 fn service_name<'a>(svc: &'a ServiceEntry, zone: Dname<'a>) -> Dname<'a> {
     zone.prefixed_or_self(&[svc.name().as_bytes(), svc.namespace().as_bytes(), b"svc"])
 }
 
-/// The zone part of `qname` (`labels`: its labels), in the question's case.
-fn zone_part<'q>(qname: &'q Name, labels: &[&[u8]], zone: &Zone) -> Dname<'q> {
-    Dname::suffix(qname, labels.len().saturating_sub(zone.labels))
+/// The zone part of `qname` (a name in `zone`), in the question's case: the zone's own name
+/// when the question spells it the same (the common case, and the name every other record
+/// holds), else the question's last labels.
+#[inline]
+fn zone_part<'q>(qname: &'q Name, zone: &'q Zone) -> Dname<'q> {
+    let same = qname.iter().rev().take(zone.labels).eq(zone.name.iter().rev());
+    if same { Dname::of(&zone.name) } else { Dname::suffix(qname, qname.iter().len().saturating_sub(zone.labels)) }
 }
 
 #[cfg(test)]

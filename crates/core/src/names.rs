@@ -160,6 +160,8 @@ impl ReversePrefix {
 /// The network named by a partial reverse name (labels lowercase, leftmost first, without the
 /// root): 0 to 3 decimal octets under `in-addr.arpa`, or 0 to 31 nibbles under `ip6.arpa`.
 /// `None` for a full address (see [`parse_reverse`]) or anything else.
+#[cold]
+#[inline(never)]
 pub fn parse_reverse_prefix(labels: &[&[u8]]) -> Option<ReversePrefix> {
     let n = labels.len();
     if (2..6).contains(&n) && labels[n - 2] == b"in-addr" && labels[n - 1] == b"arpa" {
@@ -184,6 +186,7 @@ pub fn parse_reverse_prefix(labels: &[&[u8]]) -> Option<ReversePrefix> {
     None
 }
 
+#[inline]
 fn parse_octet(label: &[u8]) -> Option<u8> {
     if label.is_empty() || label.len() > 3 || (label.len() > 1 && label[0] == b'0') {
         return None;

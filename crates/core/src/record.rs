@@ -8,6 +8,7 @@
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::domain::LabelIter;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::names::EndpointLabel;
@@ -85,17 +86,33 @@ impl<'a> Dname<'a> {
         len <= MAX_NAME && own.into_iter().all(|l| !l.is_empty() && l.len() <= MAX_LABEL)
     }
 
+    // The label iterators are inlined natively (measured: 1% of the instructions per query);
+    // the wasm module's own inlining (LTO, threshold 1000) does better without the hint.
+    #[cfg_attr(not(target_arch = "wasm32"), inline)]
     fn own_labels(&self) -> impl DoubleEndedIterator<Item = &[u8]> + Clone + '_ {
         let head = self.head.as_ref().map(EndpointLabel::as_bytes);
         head.into_iter().chain(self.labels[..usize::from(self.count)].iter().copied())
     }
 
-    /// The labels of the borrowed name that are part of this one.
-    fn base_labels(&self) -> impl DoubleEndedIterator<Item = &'a [u8]> + 'a {
-        self.base.iter().skip(usize::from(self.skip))
+    /// The labels of the borrowed name that are part of this one (hickory's own iterator,
+    /// advanced past the skipped labels: no adapter in the common case of none).
+    #[cfg_attr(not(target_arch = "wasm32"), inline)]
+    fn base_labels(&self) -> LabelIter<'a> {
+        let mut labels = self.base.iter();
+        if self.skip > 0 {
+            labels.nth(usize::from(self.skip) - 1);
+        }
+        labels
+    }
+
+    /// The borrowed name and how many of its leading labels are left out, for a name made by
+    /// [`Dname::of`] or [`Dname::suffix`] (the labels in front are not kept).
+    pub fn base_and_skip(&self) -> (&'a Name, usize) {
+        (self.base, usize::from(self.skip))
     }
 
     /// Every label, leftmost first.
+    #[cfg_attr(not(target_arch = "wasm32"), inline)]
     pub fn labels(&self) -> impl DoubleEndedIterator<Item = &[u8]> + '_ {
         self.own_labels().chain(self.base_labels())
     }
@@ -138,8 +155,10 @@ pub enum Rdata<'a> {
 /// as CoreDNS has them.
 #[derive(Clone, Copy)]
 pub struct Soa<'a> {
-    /// The zone, in the case it is answered in (the question's, as CoreDNS).
-    pub zone: Dname<'a>,
+    /// The zone: `zone` without its first `skip` labels (the zone part of a question, in its
+    /// case, as CoreDNS answers), held as a reference so that the record stays small.
+    pub zone: &'a Name,
+    pub skip: u8,
     pub serial: u32,
     pub refresh: i32,
     pub retry: i32,
@@ -153,12 +172,17 @@ impl<'a> Soa<'a> {
         zone.prefixed_or_self(&[b"ns", b"dns"])
     }
 
+    /// The zone's name.
+    pub fn zone_name(&self) -> Dname<'a> {
+        Dname::suffix(self.zone, usize::from(self.skip))
+    }
+
     pub fn mname(&self) -> Dname<'a> {
-        Soa::primary_of(self.zone)
+        Soa::primary_of(self.zone_name())
     }
 
     pub fn rname(&self) -> Dname<'a> {
-        self.zone.prefixed_or_self(&[b"hostmaster"])
+        self.zone_name().prefixed_or_self(&[b"hostmaster"])
     }
 }
 

@@ -154,33 +154,13 @@ pub(crate) fn write_response(head: Head, s: &Sections<'_>, opt: Option<Opt<'_>>,
         // Extended RCODE (high 8 bits), version 0, DO as the query had it.
         w.u32(u32::from(head.rcode.high()) << 24 | if opt.dnssec_ok { 0x8000 } else { 0 });
         match opt.nsid {
-            Some(id) => {
-                w.u16(4 + id.len() as u16);
-                w.u16(NSID_OPTION);
-                w.u16(id.len() as u16);
-                w.buf.extend_from_slice(id);
-            }
+            Some(id) => w.nsid(id),
             None => w.u16(0),
         }
         counts[3] = counts[3].saturating_add(1);
     }
     if let Some(t) = tsig {
-        // Names written whole (RFC 8945 4.2: the algorithm name is not compressed).
-        w.name(&Dname::of(t.key), false);
-        w.u16(TSIG_TYPE);
-        w.u16(CLASS_ANY);
-        w.u32(0);
-        let len_at = w.buf.len();
-        w.u16(0);
-        w.name(&Dname::of(t.algorithm), false);
-        w.buf.extend_from_slice(&t.time_signed.to_be_bytes()[2..]);
-        w.u16(t.fudge);
-        w.u16(0); // MAC size
-        w.u16(t.original_id);
-        w.u16(t.error);
-        w.u16(0); // other length
-        let rdlen = (w.buf.len() - len_at - 2) as u16;
-        w.buf[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        w.tsig(t);
         counts[3] = counts[3].saturating_add(1);
     }
     let flags = 0x80
@@ -222,6 +202,38 @@ impl Writer<'_> {
     fn rewind(&mut self, m: Mark) {
         self.buf.truncate(m.len);
         self.suffixes.truncate(m.suffixes);
+    }
+
+    /// An OPT record's RDATA holding one NSID option (RFC 5001), RDLENGTH first.
+    #[cold]
+    #[inline(never)]
+    fn nsid(&mut self, id: &[u8]) {
+        self.u16(4 + id.len() as u16);
+        self.u16(NSID_OPTION);
+        self.u16(id.len() as u16);
+        self.buf.extend_from_slice(id);
+    }
+
+    /// The TSIG error record. Names written whole (RFC 8945 4.2: the algorithm name is not
+    /// compressed).
+    #[cold]
+    #[inline(never)]
+    fn tsig(&mut self, t: &TsigError<'_>) {
+        self.name(&Dname::of(t.key), false);
+        self.u16(TSIG_TYPE);
+        self.u16(CLASS_ANY);
+        self.u32(0);
+        let len_at = self.buf.len();
+        self.u16(0);
+        self.name(&Dname::of(t.algorithm), false);
+        self.buf.extend_from_slice(&t.time_signed.to_be_bytes()[2..]);
+        self.u16(t.fudge);
+        self.u16(0); // MAC size
+        self.u16(t.original_id);
+        self.u16(t.error);
+        self.u16(0); // other length
+        let rdlen = (self.buf.len() - len_at - 2) as u16;
+        self.buf[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
     }
 
     fn u16(&mut self, v: u16) {
