@@ -234,9 +234,14 @@ pub struct ServeArgs {
     /// Close a TCP connection idle for this long.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub tcp_idle_timeout: u64,
-    /// Most TCP connections open at once.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    /// Most TCP connections open at once (lowered to what the open-file limit allows). A full
+    /// server closes its longest-idle connection for a new one.
+    #[arg(long, value_name = "N", default_value_t = 8192)]
     pub tcp_max_connections: usize,
+    /// Most TCP connections open at once from one client address; more are closed at once
+    /// (0 = no limit but --tcp-max-connections).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub tcp_max_connections_per_client: usize,
     /// Address for gRPC: CoreDNS's DnsService (the stock `grpc` plugin forwards to it) and the
     /// kdns.v1 snapshot stream (the kdns plugin inside CoreDNS watches it).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -412,6 +417,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         udp_workers: args.udp_workers,
         tcp_idle_timeout: Duration::from_secs(args.tcp_idle_timeout.max(1)),
         tcp_max_connections: args.tcp_max_connections,
+        tcp_max_connections_per_client: args.tcp_max_connections_per_client,
     };
     crate::release_freed_memory();
     let limits = crate::upstream::Limits { max_concurrent, cache_ttl, ..Default::default() };

@@ -22,8 +22,10 @@ pub struct DnsConfig {
     pub udp_workers: usize,
     /// A TCP connection with no complete query for this long is closed (RFC 7766 §6.2.3).
     pub tcp_idle_timeout: Duration,
-    /// Open TCP connections beyond this are closed at once.
+    /// Open TCP connections at most; a full server closes its longest-idle one for a new one.
     pub tcp_max_connections: usize,
+    /// Open TCP connections from one client address at most (0 = no limit of its own).
+    pub tcp_max_connections_per_client: usize,
 }
 
 impl Default for DnsConfig {
@@ -33,7 +35,8 @@ impl Default for DnsConfig {
             max_udp: 1232,
             udp_workers: 0,
             tcp_idle_timeout: Duration::from_secs(10),
-            tcp_max_connections: 1024,
+            tcp_max_connections: 8192,
+            tcp_max_connections_per_client: tcp::DEFAULT_PER_CLIENT,
         }
     }
 }
@@ -78,7 +81,8 @@ async fn start_one(handler: Arc<Handler>, listen: SocketAddr, only_v6: bool, wor
             Ok(listener) => {
                 let tcp = listener.local_addr()?;
                 udp::serve_all(handler.clone(), sockets, cfg.max_udp)?;
-                tcp::serve(handler, listener, cfg.tcp_idle_timeout, cfg.tcp_max_connections);
+                let limits = tcp::Limits { per_client: cfg.tcp_max_connections_per_client, ..tcp::Limits::new(cfg.tcp_idle_timeout, cfg.tcp_max_connections) };
+                tcp::serve_with(handler, listener, limits);
                 return Ok(Bound { udp: udp_addr, tcp });
             }
             Err(e) if attempt < attempts && e.kind() == std::io::ErrorKind::AddrInUse => continue,
