@@ -92,6 +92,10 @@ pub struct EngineArgs {
     /// an additional one was, as CoreDNS does.
     #[arg(long, value_name = "fill|coredns", value_parser = ["fill", "coredns"], default_value = "fill")]
     pub truncation: String,
+    /// Answer NSID (RFC 5001) with this identity, so an operator can tell which replica
+    /// answered (`dig +nsid`); without a value, $POD_NAME or else the host name.
+    #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
+    pub nsid: Option<String>,
 }
 
 /// The engine config and the host settings that came with it.
@@ -153,7 +157,7 @@ impl EngineArgs {
                 "coredns" => v1::Truncation::Coredns,
                 _ => v1::Truncation::Fill,
             } as i32,
-            nsid: None,
+            nsid: self.nsid.as_deref().map(nsid_identity),
         };
         // Reject bad zones here, with the flag's name, rather than deep in an engine.
         kdns_core::Resolver::new(config.clone()).map_err(|e| anyhow::anyhow!("--zone: {e}"))?;
@@ -163,6 +167,18 @@ impl EngineArgs {
     pub fn config(&self) -> anyhow::Result<v1::Config> {
         Ok(self.settings()?.config)
     }
+}
+
+/// The `--nsid` identity: the value given, else the pod's name, else the host name.
+fn nsid_identity(given: &str) -> String {
+    if !given.is_empty() {
+        return given.to_string();
+    }
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .unwrap_or_else(|| "kdns".into())
 }
 
 fn include_pods(config: &v1::Config) -> bool {

@@ -257,6 +257,27 @@ impl Handler {
         let Some(q) = request.queries.first() else { return self.refuse(query) };
         let Some(records) = self.engine.zone_records(q.name()) else { return self.refuse(query) };
         let soa = records[0].clone();
+        // IXFR from a client already at the current serial: the SOA alone (RFC 1995 §4).
+        // Otherwise IXFR gets the whole zone, which RFC 1995 allows.
+        let current = match &soa.data {
+            hickory_proto::rr::RData::SOA(s) => Some(s.serial),
+            _ => None,
+        };
+        let client = request.authorities.iter().find_map(|r| match &r.data {
+            hickory_proto::rr::RData::SOA(s) => Some(s.serial),
+            _ => None,
+        });
+        if q.query_type() == RecordType::IXFR
+            && let (Some(client), Some(current)) = (client, current)
+            && kdns_core::zone::ixfr_is_current(client, current)
+        {
+            let mut m = Message::new(request.id, MessageType::Response, OpCode::Query);
+            m.metadata.authoritative = true;
+            m.metadata.recursion_desired = request.recursion_desired;
+            m.queries = request.queries.clone();
+            m.answers = vec![soa];
+            return m.to_vec().map_or_else(|_| self.refuse(query), |b| Reply::Many(vec![b]));
+        }
         let mut all = records;
         all.push(soa);
         let mut messages = Vec::new();

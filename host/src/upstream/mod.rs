@@ -429,6 +429,9 @@ impl Upstreams {
         }
         m.answers.extend(answer.answers);
         m.metadata.authoritative = false;
+        // A truncated upstream answer (its TCP retry failed) stays truncated: the client may
+        // ask over TCP itself, as CoreDNS passes the TC bit on.
+        m.metadata.truncation |= answer.metadata.truncation;
         let bytes = m.to_vec().ok()?;
         (bytes.len() <= max_size).then_some(bytes)
     }
